@@ -1,0 +1,61 @@
+"""longtail: train Keras classifiers on large, class-imbalanced datasets.
+
+Example:
+    >>> import longtail as lt
+    >>> ds = lt.Dataset.from_directory("data/")          # doctest: +SKIP
+    >>> train, val = ds.split(val=0.2, seed=0)            # doctest: +SKIP
+    >>> loader = train.loader(batch_size=64, image_size=(64, 64),
+    ...                       sampling="balanced")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from longtail.dataset import Dataset
+from longtail.errors import ConfigError, DataError, DecodeError, LongtailError
+from longtail.split import stratified_split
+from longtail.weights import class_weights, sample_weights
+
+__version__ = "0.1.0"
+
+# Names whose modules import Keras (and so a backend) are loaded on first use,
+# so that `longtail stats` and `import longtail` stay fast.
+_LAZY = {
+    "losses": ("longtail.losses", None),
+    "callbacks": ("longtail.callbacks", None),
+    "adjust_logits": ("longtail.posthoc", "adjust_logits"),
+    "tune_tau": ("longtail.posthoc", "tune_tau"),
+    "evaluate": ("longtail.evaluate", "evaluate"),
+    "train": ("longtail.train", "train"),
+    "compare": ("longtail.compare", "compare"),
+    "sampling": ("longtail.sampling", None),
+    "make_loader": ("longtail.loader", "make_loader"),
+    "compute_metrics": ("longtail.metrics", "compute_metrics"),
+}
+
+__all__ = [
+    "Dataset",
+    "class_weights",
+    "sample_weights",
+    "stratified_split",
+    "LongtailError",
+    "DataError",
+    "DecodeError",
+    "ConfigError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'longtail' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,171 @@
+"""The ``longtail`` command line.
+
+Every command takes DATA in any form ``Dataset.open`` accepts. Bad arguments
+or bad input end with exit status 2 and one line on stderr naming the
+argument or file; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from longtail.errors import LongtailError
+
+__all__ = ["main", "build_parser"]
+
+WEIGHT_STRATEGIES = ("balanced", "inverse", "sqrt", "effective")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        self.exit(2, f"longtail: error: {message}\n")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA",
+                   help="folder with one sub-folder per class, a .csv/.parquet table or "
+                        "manifest, or a cache folder")
+    p.add_argument("--label-column", default=None, help="table label column (default: label)")
+    p.add_argument("--path-column", default=None, help="table path column (default: path)")
+    p.add_argument("--weight-column", default=None, help="table per-row weight column")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symbolic links when indexing a folder")
+
+
+def _open(args, data=None):
+    from longtail.dataset import Dataset
+
+    return Dataset.open(
+        data if data is not None else args.data,
+        label_column=args.label_column, path_column=args.path_column,
+        weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None,
+    )
+
+
+def _fraction(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1); got {text!r}")
+        if not 0.0 <= value < 1.0:
+            raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1); got {text}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+# ----------------------------------------------------------------- commands
+def cmd_stats(args) -> int:
+    from longtail.weights import class_weights
+
+    ds = _open(args)
+    counts = ds.class_counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zero-count classes: already shown as 0
+        weights = {s: class_weights(ds, s) for s in WEIGHT_STRATEGIES}
+    rows = [
+        {"class": name, "count": int(counts[i]),
+         "share": float(counts[i] / max(counts.sum(), 1)),
+         "weights": {s: weights[s][i] for s in WEIGHT_STRATEGIES}}
+        for i, name in enumerate(ds.class_names)
+    ]
+    summary = {
+        "data": args.data, "kind": ds.kind, "samples": len(ds),
+        "classes": ds.num_classes, "imbalance_ratio": ds.imbalance_ratio,
+        "weighted_rows": ds.weights is not None, "per_class": rows,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    width = max(5, *(len(r["class"]) for r in rows))
+    head = f"{'class':<{width}} {'count':>9} {'share':>7} " + " ".join(
+        f"{s:>9}" for s in WEIGHT_STRATEGIES)
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['class']:<{width}} {r['count']:>9} {r['share']:>7.2%} " + " ".join(
+            f"{r['weights'][s]:>9.3f}" for s in WEIGHT_STRATEGIES))
+    print("-" * len(head))
+    print(f"{'total':<{width}} {len(ds):>9} {1:>7.0%}")
+    print(f"{ds.num_classes} classes, imbalance ratio {ds.imbalance_ratio:.1f} "
+          f"(largest / smallest non-empty class)")
+    empty = [n for n, c in zip(ds.class_names, counts) if c == 0]
+    if empty:
+        print(f"empty classes: {', '.join(empty)}")
+    return 0
+
+
+def cmd_split(args) -> int:
+    ds = _open(args)
+    if ds.num_classes < 2:
+        raise LongtailError(f"{args.data}: found {ds.num_classes} class; at least 2 are needed")
+    parts = ds.split(val=args.val, test=args.test, seed=args.seed)
+    names = ["train"] + [n for n, f in (("val", args.val), ("test", args.test)) if f > 0]
+    for name, part in zip(names, parts):
+        path = os.path.join(args.out, f"{name}.parquet")
+        part.save(path)
+        print(f"{path}: {len(part)} samples, per class {part.class_counts.tolist()}")
+    return 0
+
+
+COMMANDS = {"stats": cmd_stats, "split": cmd_split}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="longtail", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("stats", help="class counts, shares and class weights")
+    _add_data_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("split", help="stratified train/val/test manifests")
+    _add_data_options(p)
+    p.add_argument("--out", required=True, help="folder for train/val/test.parquet")
+    p.add_argument("--val", type=_fraction("val"), default=0.2)
+    p.add_argument("--test", type=_fraction("test"), default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+
+    for extend in _EXTENSIONS:
+        extend(sub)
+    return parser
+
+
+#: Functions that add more sub-commands (train, evaluate, ...): each takes the
+#: sub-parsers object and registers its handler in COMMANDS.
+_EXTENSIONS: list = []
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a != "--debug"]
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except LongtailError as e:
+        if debug:
+            raise
+        print(f"longtail: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+    except OSError as e:  # unreadable input, unwritable --out, full disk
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"longtail: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("longtail: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

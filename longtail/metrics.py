@@ -1,0 +1,250 @@
+"""Classification metrics for long-tailed data, as one JSON-ready dict.
+
+:func:`compute_metrics` takes true labels and either predicted class indices or
+scores (probabilities or logits) and returns the ``metrics.json`` schema of
+DESIGN.md plus the measures the long-tail literature reports: balanced
+accuracy, macro F1, the geometric mean of recalls, top-k accuracy and
+many/medium/few-shot accuracy. Every value that scikit-learn computes is taken
+from :mod:`sklearn.metrics`; only what it lacks is computed here.
+
+Classes absent from the evaluation labels (support 0) have an undefined
+recall. They are reported per class with recall 0 (``zero_division=0``) but are
+left out of every mean of recalls (balanced accuracy, geometric mean, shot
+accuracy), as ``sklearn.metrics.balanced_accuracy_score`` does; a warning names
+them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+from sklearn import metrics as skm
+
+from longtail.errors import ConfigError, DataError
+
+__all__ = ["compute_metrics", "shot_groups"]
+
+_GROUPS = ("many", "medium", "few")
+
+
+def _labels(y, name: str, num_classes: int) -> np.ndarray:
+    """Sparse int labels from sparse, one-hot or soft labels."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:
+        if y.shape[1] != num_classes:
+            raise DataError(
+                f"`{name}` has {y.shape[1]} columns but there are {num_classes} classes"
+            )
+        return y.argmax(axis=1)
+    if y.ndim != 1:
+        raise DataError(f"`{name}` must have shape (n,) or (n, k); got {y.shape}")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise DataError(f"`{name}` must hold class indices; got dtype {y.dtype}")
+    if y.size and not np.all(np.mod(y, 1) == 0):
+        raise DataError(f"`{name}` must hold class indices; got non-integer values")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(
+            f"`{name}` must hold class indices in 0..{num_classes - 1}; "
+            f"got values in {y.min()}..{y.max()}"
+        )
+    return y
+
+
+def _resolve_counts(train_counts, class_names: Sequence[str]) -> np.ndarray:
+    """Training counts in ``class_names`` order from a sequence or a dict."""
+    k = len(class_names)
+    if isinstance(train_counts, Mapping):
+        counts = np.zeros(k, dtype=np.int64)
+        index = {name: i for i, name in enumerate(class_names)}
+        for key, value in train_counts.items():
+            i = index.get(key, key)
+            if not isinstance(i, (int, np.integer)) or not 0 <= i < k:
+                raise ConfigError(
+                    f"`train_counts` keys must be class names or indices 0..{k - 1}; "
+                    f"got {key!r}"
+                )
+            counts[i] = int(value)
+        return counts
+    counts = np.asarray(train_counts).reshape(-1)
+    if counts.shape != (k,):
+        raise ConfigError(
+            f"`train_counts` must have one count per class ({k}); got {counts.size}"
+        )
+    if np.any(counts < 0):
+        raise ConfigError("`train_counts` must be non-negative")
+    return counts.astype(np.int64)
+
+
+def shot_groups(train_counts, thresholds: tuple[int, int] = (100, 20)) -> np.ndarray:
+    """Names each class's shot group from its training count.
+
+    Args:
+        train_counts: Training samples per class, in ``class_names`` order.
+        thresholds: ``(many, few)``: more than ``many`` samples is
+            ``"many"``, fewer than ``few`` is ``"few"``, the rest (``few`` to
+            ``many`` inclusive) ``"medium"``. Default ``(100, 20)``, the usual
+            split of the long-tail literature.
+
+    Returns:
+        An array of ``"many"``, ``"medium"`` or ``"few"``, one per class.
+    """
+    many, few = thresholds
+    if not few <= many:
+        raise ConfigError(
+            f"`shot_thresholds` must be (many, few) with few <= many; got {thresholds}"
+        )
+    counts = np.asarray(train_counts)
+    return np.where(counts > many, "many", np.where(counts < few, "few", "medium"))
+
+
+def _geometric_mean(recalls: np.ndarray) -> float:
+    # One zero recall makes the geometric mean 0: the classifier fails a class.
+    if recalls.size == 0:
+        return 0.0
+    if np.any(recalls == 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(recalls))))
+
+
+def compute_metrics(
+    y_true,
+    y_score_or_pred,
+    class_names: Sequence[str],
+    train_counts=None,
+    shot_thresholds: tuple[int, int] = (100, 20),
+    top_k: Sequence[int] = (5,),
+) -> dict:
+    """Computes the per-class and summary metrics of a classifier.
+
+    Args:
+        y_true: True labels: class indices ``(n,)`` or one-hot rows ``(n, k)``.
+        y_score_or_pred: Predicted class indices ``(n,)``, or scores
+            ``(n, k)`` (probabilities or logits; the prediction is the argmax).
+        class_names: One name per class; index ``i`` is ``class_names[i]``.
+        train_counts: Training samples per class, as a sequence in
+            ``class_names`` order or a dict keyed by class name or index.
+            Enables the many/medium/few-shot accuracies.
+        shot_thresholds: ``(many, few)`` training-count thresholds; see
+            :func:`shot_groups`.
+        top_k: The ``k`` of the top-k accuracies; computed only when scores
+            are given, for ``k`` below the number of classes and more than two
+            classes.
+
+    Returns:
+        A JSON-serialisable dict: ``classes``, ``n_samples``, ``accuracy``,
+        ``balanced_accuracy`` (mean recall over classes present in
+        ``y_true``), ``macro_f1`` (over classes present in ``y_true`` or the
+        predictions), ``geometric_mean_recall`` (over classes present in
+        ``y_true``; 0 when any of them has recall 0), ``top_k_accuracy``
+        (``{"5": ...}``), ``per_class`` (``class``, ``support``,
+        ``precision``, ``recall``, ``f1``, ``predicted``, and with
+        ``train_counts`` also ``train_count`` and ``shot``),
+        ``confusion_matrix`` (rows true, columns predicted),
+        ``true_distribution``, ``predicted_distribution``; with
+        ``train_counts`` also ``shot_thresholds``, ``many_shot_accuracy``,
+        ``medium_shot_accuracy`` and ``few_shot_accuracy`` (mean recall of the
+        group's classes present in ``y_true``; ``None`` when there are none).
+
+    Raises:
+        DataError: Labels or scores of the wrong shape or out of range.
+        ConfigError: ``class_names``, ``train_counts`` or thresholds invalid.
+
+    Example:
+        >>> m = compute_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])
+        >>> m["balanced_accuracy"]
+        0.75
+    """
+    class_names = [str(c) for c in class_names]
+    k = len(class_names)
+    if k < 2:
+        raise ConfigError(f"`class_names` must name at least 2 classes; got {k}")
+    y_true = _labels(y_true, "y_true", k)
+    if y_true.size == 0:
+        raise DataError("`y_true` is empty: there is nothing to evaluate")
+    scores = np.asarray(y_score_or_pred)
+    if scores.ndim == 2 and scores.shape[1] > 1:
+        if scores.shape[1] != k:
+            raise DataError(
+                f"`y_score_or_pred` has {scores.shape[1]} columns but there are "
+                f"{k} classes"
+            )
+        if not np.all(np.isfinite(scores)):
+            raise DataError("`y_score_or_pred` holds NaN or infinite scores")
+        y_pred = scores.argmax(axis=1)
+    else:
+        y_pred, scores = _labels(scores, "y_score_or_pred", k), None
+    if y_pred.shape[0] != y_true.shape[0]:
+        raise DataError(
+            f"`y_true` has {y_true.shape[0]} samples but `y_score_or_pred` has "
+            f"{y_pred.shape[0]}"
+        )
+
+    labels = np.arange(k)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    predicted = np.bincount(y_pred, minlength=k)
+    present = support > 0
+    if not present.all():
+        missing = [class_names[i] for i in np.flatnonzero(~present)]
+        warnings.warn(
+            f"{len(missing)} class(es) have no samples in `y_true` and are left out "
+            f"of balanced accuracy and the other means of recall: {missing[:10]}",
+            UserWarning,
+            stacklevel=2,
+        )
+    with warnings.catch_warnings():
+        # Already warned above, with the class names.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = skm.balanced_accuracy_score(y_true, y_pred)
+
+    out = {
+        "classes": class_names,
+        "n_samples": int(y_true.size),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "geometric_mean_recall": _geometric_mean(recall[present]),
+        "top_k_accuracy": {},
+    }
+    if scores is not None and k > 2:
+        for top in sorted(set(int(t) for t in top_k)):
+            if 1 <= top < k:
+                out["top_k_accuracy"][str(top)] = float(
+                    skm.top_k_accuracy_score(y_true, scores, k=top, labels=labels)
+                )
+
+    per_class = [
+        {
+            "class": class_names[i],
+            "support": int(support[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "predicted": int(predicted[i]),
+        }
+        for i in range(k)
+    ]
+    if train_counts is not None:
+        counts = _resolve_counts(train_counts, class_names)
+        groups = shot_groups(counts, shot_thresholds)
+        out["shot_thresholds"] = [int(t) for t in shot_thresholds]
+        for group in _GROUPS:
+            chosen = (groups == group) & present
+            out[f"{group}_shot_accuracy"] = (
+                float(recall[chosen].mean()) if chosen.any() else None
+            )
+        for row, count, group in zip(per_class, counts, groups):
+            row["train_count"] = int(count)
+            row["shot"] = str(group)
+
+    out["per_class"] = per_class
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    out["true_distribution"] = [int(c) for c in support]
+    out["predicted_distribution"] = [int(c) for c in predicted]
+    return out

@@ -1,0 +1,182 @@
+"""Index a folder with one sub-folder per class, without reading a pixel.
+
+Rules (documented in the README and ``Dataset.from_directory``):
+
+- Class names are the sub-folder names, sorted with Python's ``sorted`` (as
+  Keras' ``image_dataset_from_directory`` sorts them). Hidden sub-folders
+  (names starting with ``.``) are not classes.
+- Files are found recursively inside each class folder; hidden files and
+  folders are skipped; only the accepted extensions count (case-insensitive).
+- Symbolic links are skipped (and counted in a warning) unless
+  ``follow_symlinks=True``; followed folders are entered at most once, so a
+  link loop cannot recurse.
+- Files at the top level are ignored with a warning.
+- An empty class folder stays a class (so class indices agree with Keras) with
+  zero samples, and a warning names it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from longtail.errors import DataError
+
+__all__ = ["DEFAULT_EXTENSIONS", "scan_directory", "DirectoryScan"]
+
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff", "npy")
+
+
+@dataclass
+class DirectoryScan:
+    """What a scan found: relative paths, their class indices and what was skipped."""
+
+    class_names: list[str]
+    paths: list[str]
+    labels: np.ndarray
+    skipped_symlinks: int = 0
+    top_level_files: list[str] = field(default_factory=list)
+
+
+def _normalise_extensions(extensions) -> frozenset[str]:
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    return frozenset(e.lower().lstrip(".") for e in extensions)
+
+
+def _walk_class(
+    root: str,
+    class_dir: str,
+    extensions: frozenset[str],
+    follow_symlinks: bool,
+    seen: set,
+    counters: dict,
+) -> list[str]:
+    """Relative paths (``class/sub/file``) of the accepted files under one class."""
+    found = []
+    stack = [class_dir]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = os.scandir(os.path.join(root, rel))
+        except OSError as e:
+            warnings.warn(f"cannot list folder {os.path.join(root, rel)}: {e.strerror}",
+                          stacklevel=4)
+            continue
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name[0] == ".":
+                    continue
+                if entry.is_symlink():
+                    if not follow_symlinks:
+                        counters["symlinks"] += 1
+                        continue
+                    try:
+                        st = entry.stat()  # follows the link; fails if it dangles
+                    except OSError:
+                        continue
+                    if os.path.isdir(entry.path):
+                        key = (st.st_dev, st.st_ino)
+                        if key not in seen:
+                            seen.add(key)
+                            stack.append(rel + "/" + name)
+                        continue
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(rel + "/" + name)
+                    continue
+                dot = name.rfind(".")
+                if dot > 0 and name[dot + 1:].lower() in extensions:
+                    found.append(rel + "/" + name)
+    found.sort()
+    return found
+
+
+def scan_directory(
+    path: str,
+    *,
+    extensions=DEFAULT_EXTENSIONS,
+    follow_symlinks: bool = False,
+    class_names: list[str] | None = None,
+    progress: bool | None = None,
+) -> DirectoryScan:
+    """Lists the samples of a folder-per-class tree.
+
+    Args:
+        path: The top folder.
+        extensions: Accepted file extensions, without the dot, any case.
+        follow_symlinks: Whether to follow symbolic links to files and folders.
+        class_names: Explicit class list (sub-folder names) and their order;
+            by default every non-hidden sub-folder, sorted.
+        progress: Show a progress bar (default: only on a terminal).
+
+    Returns:
+        A :class:`DirectoryScan`.
+
+    Raises:
+        DataError: ``path`` is missing or not a folder, or it has no class
+            sub-folders, or a requested class folder is missing.
+    """
+    from tqdm.auto import tqdm
+
+    root = os.path.abspath(path)
+    if not os.path.exists(root):
+        raise DataError(f"{path}: no such file or folder")
+    if not os.path.isdir(root):
+        raise DataError(f"{path}: expected a folder with one sub-folder per class")
+    subdirs, top_files = [], []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=follow_symlinks):
+                subdirs.append(entry.name)
+            elif entry.is_file():
+                top_files.append(entry.name)
+    subdirs.sort()
+    if class_names is not None:
+        missing = [c for c in class_names if c not in subdirs]
+        if missing:
+            raise DataError(f"{path}: no sub-folder for classes {', '.join(missing)}")
+        subdirs = list(class_names)
+    if not subdirs:
+        raise DataError(
+            f"{path}: no class sub-folders found; expected one sub-folder per class"
+        )
+    if top_files:
+        shown = ", ".join(sorted(top_files)[:5]) + (" ..." if len(top_files) > 5 else "")
+        warnings.warn(
+            f"{path}: {len(top_files)} files at the top level are ignored "
+            f"(samples must sit in a class sub-folder): {shown}",
+            stacklevel=3,
+        )
+    exts = _normalise_extensions(extensions)
+    counters = {"symlinks": 0}
+    seen: set = {(os.stat(root).st_dev, os.stat(root).st_ino)}
+    all_paths: list[str] = []
+    counts = []
+    # tqdm's disable=None shows the bar only on a terminal.
+    bar = tqdm(subdirs, desc="indexing", unit="class", leave=False,
+               disable=None if progress is None else not progress)
+    for name in bar:
+        files = _walk_class(root, name, exts, follow_symlinks, seen, counters)
+        all_paths.extend(files)
+        counts.append(len(files))
+    empty = [c for c, n in zip(subdirs, counts) if n == 0]
+    if empty:
+        warnings.warn(
+            f"{path}: class folders with no accepted files (kept as classes with zero "
+            f"samples): {', '.join(empty)}",
+            stacklevel=3,
+        )
+    if counters["symlinks"]:
+        warnings.warn(
+            f"{path}: skipped {counters['symlinks']} symbolic links; pass "
+            "follow_symlinks=True (--follow-symlinks) to follow them",
+            stacklevel=3,
+        )
+    labels = np.repeat(np.arange(len(subdirs), dtype=np.int32), counts)
+    return DirectoryScan(subdirs, all_paths, labels, counters["symlinks"], top_files)

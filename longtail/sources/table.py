@@ -1,0 +1,176 @@
+"""Read a CSV or Parquet table (or a longtail manifest) into index arrays.
+
+A table has a label column and either a path column (image files; relative
+paths are resolved against the table's folder) or numeric feature columns
+(tabular data), and optionally a per-row weight column.
+
+A manifest written by :meth:`longtail.Dataset.save` is a Parquet table with
+the class list in its schema metadata, so empty classes and the class order
+survive the round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from longtail.errors import DataError
+
+__all__ = ["read_table", "TableData", "METADATA_KEY"]
+
+METADATA_KEY = b"longtail"
+
+
+@dataclass
+class TableData:
+    class_names: list[str]
+    labels: np.ndarray
+    paths: pa.Array | None
+    root: str | None
+    features: np.ndarray | None
+    feature_names: list[str] | None
+    weights: np.ndarray | None
+
+
+def _load(path: str) -> pa.Table:
+    lower = path.lower()
+    try:
+        if lower.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if lower.endswith((".csv", ".tsv", ".txt")):
+            from pyarrow import csv
+
+            parse = csv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",")
+            convert = csv.ConvertOptions(strings_can_be_null=True)
+            return csv.read_csv(path, parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: cannot read table: {str(e).splitlines()[0]}") from e
+    raise DataError(f"{path}: expected a .csv, .tsv or .parquet table")
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0]) + 1
+
+
+def read_table(
+    path: str,
+    *,
+    label_column: str = "label",
+    path_column: str = "path",
+    weight_column: str | None = None,
+    feature_columns: list[str] | None = None,
+    class_names: list[str] | None = None,
+) -> TableData:
+    """Reads a table into index arrays; see :meth:`longtail.Dataset.from_table`."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: expected a table file (.csv or .parquet), got a folder")
+    table = _load(path)
+    meta = (table.schema.metadata or {}).get(METADATA_KEY)
+    meta = json.loads(meta) if meta else {}
+    if class_names is None:
+        class_names = meta.get("class_names")
+    if weight_column is None:
+        weight_column = meta.get("weight_column")
+    columns = table.column_names
+    if label_column not in columns:
+        raise DataError(
+            f"{path}: no label column {label_column!r} (columns: {', '.join(columns)}); "
+            "pick one with --label-column"
+        )
+    if weight_column is not None and weight_column not in columns:
+        raise DataError(f"{path}: no weight column {weight_column!r} (columns: {', '.join(columns)})")
+
+    labels, class_names = _labels(path, table.column(label_column), class_names)
+    weights = None
+    if weight_column is not None:
+        weights = _weights(path, table.column(weight_column), weight_column)
+
+    paths = root = features = feature_names = None
+    if path_column in columns and feature_columns is None:
+        column = table.column(path_column)
+        if column.null_count:
+            row = _first_bad_row(column.is_null().to_numpy(zero_copy_only=False))
+            raise DataError(f"{path}: row {row}: empty {path_column!r}")
+        paths = pc.cast(column.combine_chunks(), pa.string())
+        root = os.path.dirname(os.path.abspath(path))
+        if "root" in meta:  # a manifest: paths are relative to the stored root
+            root = None if meta["root"] is None else os.path.normpath(
+                os.path.join(root, meta["root"]))
+    else:
+        skip = {label_column, weight_column, path_column}
+        feature_names = feature_columns or [
+            c for c in columns
+            if c not in skip and (pa.types.is_integer(table.schema.field(c).type)
+                                  or pa.types.is_floating(table.schema.field(c).type))
+        ]
+        if not feature_names:
+            raise DataError(
+                f"{path}: no path column {path_column!r} and no numeric feature columns; "
+                "pick the path column with --path-column"
+            )
+        try:
+            features = np.column_stack([
+                table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
+                for c in feature_names
+            ])
+        except (KeyError, ValueError, TypeError) as e:
+            raise DataError(f"{path}: feature columns must be numeric: {e}") from e
+    return TableData(class_names, labels, paths, root, features, feature_names, weights)
+
+
+def _labels(path: str, column: pa.ChunkedArray, class_names):
+    if column.null_count:
+        row = _first_bad_row(column.is_null().to_numpy(zero_copy_only=False))
+        raise DataError(f"{path}: row {row}: missing label")
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = pc.cast(column, kind.value_type)
+        kind = kind.value_type
+    if pa.types.is_integer(kind):
+        values = column.to_numpy().astype(np.int64)
+        if class_names is None:
+            if values.min() < 0:
+                raise DataError(f"{path}: row {_first_bad_row(values < 0)}: negative label")
+            class_names = [str(i) for i in range(int(values.max()) + 1)]
+        if values.min() < 0 or values.max() >= len(class_names):
+            bad = (values < 0) | (values >= len(class_names))
+            raise DataError(
+                f"{path}: row {_first_bad_row(bad)}: label {values[bad][0]} is outside "
+                f"the classes 0..{len(class_names) - 1}"
+            )
+        return values.astype(np.int32), list(class_names)
+    if pa.types.is_floating(kind):
+        raise DataError(f"{path}: labels must be class names or integer indices; got floats")
+    strings = pc.cast(column, pa.string()).combine_chunks()
+    if class_names is None:
+        class_names = sorted(pc.unique(strings).to_pylist())
+    index = pc.index_in(strings, value_set=pa.array(class_names, pa.string()))
+    if index.null_count:
+        mask = index.is_null().to_numpy(zero_copy_only=False)
+        raise DataError(
+            f"{path}: row {_first_bad_row(mask)}: label {strings[int(np.flatnonzero(mask)[0])]}"
+            f" is not one of the classes {', '.join(class_names)}"
+        )
+    return index.to_numpy().astype(np.int32), list(class_names)
+
+
+def _weights(path: str, column: pa.ChunkedArray, name: str) -> np.ndarray:
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise DataError(f"{path}: weight column {name!r} must be numeric; got {column.type}")
+    values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        raise DataError(
+            f"{path}: row {_first_bad_row(bad)}: weight {values[bad][0]} in column {name!r}; "
+            "weights must be finite and >= 0"
+        )
+    return values.astype(np.float32)
