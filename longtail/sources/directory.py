@@ -58,6 +58,9 @@ def _walk_class(
     """Relative paths (``class/sub/file``) of the accepted files under one class."""
     found = []
     stack = [class_dir]
+    if follow_symlinks:
+        st = os.stat(os.path.join(root, class_dir))
+        seen.add((st.st_dev, st.st_ino))
     while stack:
         rel = stack.pop()
         try:
@@ -86,6 +89,11 @@ def _walk_class(
                             stack.append(rel + "/" + name)
                         continue
                 elif entry.is_dir(follow_symlinks=False):
+                    if follow_symlinks:  # a link elsewhere may lead back here
+                        st = entry.stat(follow_symlinks=False)
+                        if (st.st_dev, st.st_ino) in seen:
+                            continue
+                        seen.add((st.st_dev, st.st_ino))
                     stack.append(rel + "/" + name)
                     continue
                 dot = name.rfind(".")

@@ -69,6 +69,7 @@ def read_table(
     class_names: list[str] | None = None,
 ) -> TableData:
     """Reads a table into index arrays; see :meth:`longtail.Dataset.from_table`."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -164,6 +165,8 @@ def _labels(path: str, column: pa.ChunkedArray, class_names):
 
 
 def _weights(path: str, column: pa.ChunkedArray, name: str) -> np.ndarray:
+    if pa.types.is_null(column.type):  # every cell empty or "nan"
+        column = pc.cast(column, pa.float64())
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise DataError(f"{path}: weight column {name!r} must be numeric; got {column.type}")
     values = column.to_numpy(zero_copy_only=False).astype(np.float64)
