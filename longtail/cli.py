@@ -113,7 +113,21 @@ def cmd_split(args) -> int:
     return 0
 
 
-COMMANDS = {"stats": cmd_stats, "split": cmd_split}
+def cmd_demo(args) -> int:
+    from longtail.demo import make_digits_lt
+
+    parts = make_digits_lt(os.path.join(args.out, "digits-lt"))
+    print(f"Digits-LT written to {os.path.dirname(parts['train'])}\n")
+    for name in ("train", "test"):
+        print(f"== {name} ==")
+        cmd_stats(argparse.Namespace(
+            data=parts[name], json=False, label_column=None, path_column=None,
+            weight_column=None, follow_symlinks=False))
+        print()
+    return 0
+
+
+COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,14 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=_fraction("test"), default=0.0)
     p.add_argument("--seed", type=int, default=0)
 
-    for extend in _EXTENSIONS:
-        extend(sub)
+    p = sub.add_parser("demo", help="build Digits-LT and show what balancing does")
+    p.add_argument("--out", default="longtail-demo", help="output folder")
     return parser
-
-
-#: Functions that add more sub-commands (train, evaluate, ...): each takes the
-#: sub-parsers object and registers its handler in COMMANDS.
-_EXTENSIONS: list = []
 
 
 def main(argv=None) -> int:
