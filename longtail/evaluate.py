@@ -1,0 +1,272 @@
+"""Evaluating a trained model: stream batches, collect scores, compute metrics.
+
+:func:`evaluate` runs a model over a loader (or over a :class:`longtail.Dataset`,
+for which it builds a sequential loader) one batch at a time, keeps only the
+labels and the model's scores, optionally corrects the scores for the training
+priors (post-hoc logit adjustment), and returns an :class:`EvaluationReport`
+whose :meth:`~EvaluationReport.to_dict` is the ``metrics.json`` of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from longtail import _io
+from longtail.errors import ConfigError, DataError
+from longtail.metrics import _resolve_counts, compute_metrics
+
+__all__ = ["evaluate", "EvaluationReport"]
+
+
+class EvaluationReport:
+    """The result of :func:`evaluate`.
+
+    Attributes:
+        y_true: int64 array ``(n,)`` of true class indices.
+        y_score: float array ``(n, k)`` of the scores the metrics were computed
+            from (the model's outputs, or adjusted logits when ``posthoc_tau``
+            was given).
+        y_pred: int64 array ``(n,)``, the argmax of ``y_score``.
+        class_names: The class names, in index order.
+        posthoc_tau: The post-hoc adjustment strength applied, or None.
+    """
+
+    def __init__(self, *, y_true, y_score, class_names, metrics: dict, posthoc_tau=None):
+        self.y_true = np.asarray(y_true)
+        self.y_score = np.asarray(y_score)
+        self.class_names = list(class_names)
+        self.posthoc_tau = posthoc_tau
+        self._metrics = metrics
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.y_score.argmax(axis=1)
+
+    def to_dict(self) -> dict:
+        """The ``metrics.json`` dict (a deep copy: safe to modify)."""
+        import copy
+
+        return copy.deepcopy(self._metrics)
+
+    def save(self, out_dir) -> str:
+        """Writes ``metrics.json`` into ``out_dir`` atomically; returns its path."""
+        path = os.path.join(os.fspath(out_dir), "metrics.json")
+        _io.write_json(path, self._metrics)
+        return path
+
+    def write_report(self, out_dir, **options):
+        """Writes ``report.html`` and its plots; see :func:`longtail.report.write_report`."""
+        from longtail.report import write_report
+
+        return write_report(out_dir, self._metrics, **options)
+
+    def __repr__(self) -> str:
+        m = self._metrics
+        return (f"EvaluationReport({m['n_samples']} samples, {len(self.class_names)} "
+                f"classes, accuracy {m['accuracy']:.4f}, balanced accuracy "
+                f"{m['balanced_accuracy']:.4f})")
+
+
+def _to_numpy(value) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (TypeError, RuntimeError):  # e.g. a torch tensor on a GPU
+        import keras
+
+        return keras.ops.convert_to_numpy(value)
+
+
+def _is_dataset(data) -> bool:
+    return callable(getattr(data, "loader", None)) and hasattr(data, "class_counts")
+
+
+def _image_size(model) -> tuple[int, int] | None:
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, tuple) and len(shape) == 4 and all(
+        isinstance(d, int) for d in shape[1:3]
+    ):
+        return (shape[1], shape[2])
+    return None
+
+
+def _loader_of(model, data, batch_size: int, loader_kw: dict) -> Iterable:
+    if not _is_dataset(data):
+        if loader_kw:
+            raise ConfigError(
+                f"loader options {sorted(loader_kw)} apply only when `data` is a "
+                "longtail.Dataset; got an iterable of batches"
+            )
+        return data
+    options = {"sampling": "sequential", "label_mode": "int", **loader_kw}
+    if getattr(data, "kind", "files") == "files" and "image_size" not in options:
+        size = _image_size(model)
+        if size is None:
+            raise ConfigError(
+                "cannot infer `image_size` from the model's input shape "
+                f"{getattr(model, 'input_shape', None)}; pass image_size=(height, width)"
+            )
+        options["image_size"] = size
+    return data.loader(batch_size=batch_size, **options)
+
+
+def _labels_of(y) -> np.ndarray:
+    y = _to_numpy(y)
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot or soft labels
+        return y.argmax(axis=1).astype(np.int64)
+    return y.reshape(-1).astype(np.int64)
+
+
+def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the model batch by batch; returns (y_true, raw outputs)."""
+    predict = getattr(model, "predict_on_batch", None)
+    ys, outs = [], []
+    for step, batch in enumerate(batches):
+        if steps is not None and step >= steps:
+            break
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            raise DataError(
+                "each batch of `data` must be a tuple (x, y) or (x, y, w); "
+                f"got {type(batch).__name__}"
+            )
+        x, y = batch[0], batch[1]
+        out = predict(x) if predict is not None else model(x, training=False)
+        if isinstance(out, (list, tuple, Mapping)):
+            raise ConfigError("`model` must have a single output; got several")
+        ys.append(_labels_of(y))
+        outs.append(_to_numpy(out).astype(np.float64).reshape(len(ys[-1]), -1))
+    if not ys:
+        raise DataError("`data` yielded no batches: there is nothing to evaluate")
+    return np.concatenate(ys), np.concatenate(outs)
+
+
+def _looks_like_probabilities(scores: np.ndarray) -> bool:
+    return bool(np.all(scores >= 0) and np.all(scores <= 1)
+                and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+
+
+def _two_columns(out: np.ndarray) -> np.ndarray:
+    """A one-unit (sigmoid) output as two class columns of the same kind."""
+    z = out[:, 0]
+    if np.all((z >= 0) & (z <= 1)):
+        return np.stack([1.0 - z, z], axis=1)  # probabilities
+    return np.stack([np.zeros_like(z), z], axis=1)  # softmax([0, z]) == sigmoid(z)
+
+
+def _resolve_priors(priors, train_counts, class_names) -> np.ndarray:
+    source, name = (priors, "priors") if priors is not None else (train_counts, "train_counts")
+    if source is None:
+        raise ConfigError(
+            "`posthoc_tau` needs the training class priors: pass `priors` or "
+            "`train_counts` (the evaluation set's own frequencies would be wrong)"
+        )
+    if isinstance(source, Mapping):
+        values = _resolve_counts(source, class_names).astype(np.float64)
+    else:
+        values = np.asarray(source, dtype=np.float64).reshape(-1)
+    if values.shape != (len(class_names),) or np.any(values < 0) or values.sum() <= 0:
+        raise ConfigError(
+            f"`{name}` must hold {len(class_names)} non-negative values, not all zero; "
+            f"got {np.asarray(source).tolist()!r:.200}"
+        )
+    return values / values.sum()
+
+
+def evaluate(
+    model,
+    data,
+    *,
+    class_names: Sequence[str] | None = None,
+    train_counts=None,
+    posthoc_tau: float | None = None,
+    priors=None,
+    from_logits: bool | None = None,
+    batch_size: int = 64,
+    steps: int | None = None,
+    shot_thresholds: tuple[int, int] = (100, 20),
+    top_k: Sequence[int] = (5,),
+    **loader_kw,
+) -> EvaluationReport:
+    """Evaluates a classifier on data too large to hold in memory.
+
+    Only labels and scores are kept, never inputs: memory grows with
+    ``n * num_classes``, not with the data.
+
+    Args:
+        model: A Keras model (``predict_on_batch`` is used) or any callable
+            ``model(x, training=False)`` returning scores ``(batch, k)``; a
+            single sigmoid unit counts as two classes.
+        data: An iterable of ``(x, y)`` or ``(x, y, w)`` batches, with ``y``
+            sparse or one-hot; or a :class:`longtail.Dataset`, read in order
+            by ``data.loader(batch_size, sampling="sequential",
+            label_mode="int", image_size=<from the model's input shape>,
+            **loader_kw)``.
+        class_names: Class names; default ``data.class_names``, then
+            ``data.dataset.class_names``, then ``"0"``, ``"1"``, ...
+        train_counts: Training samples per class (sequence or dict keyed by
+            class name or index): enables many/medium/few-shot accuracy and
+            serves as priors for ``posthoc_tau``.
+        posthoc_tau: When given, the scores become
+            ``adjust_logits(logits, priors, posthoc_tau)``
+            (``logits - tau * log(priors)``) before the argmax.
+        priors: Training class priors for ``posthoc_tau``; default
+            ``train_counts`` normalised.
+        from_logits: Whether the model outputs logits. ``None`` decides from
+            the outputs: rows in [0, 1] summing to 1 are probabilities, whose
+            log is taken before a post-hoc adjustment.
+        batch_size: Batch size of the loader built for a ``Dataset``.
+        steps: Stop after this many batches (default: all).
+        shot_thresholds: See :func:`longtail.metrics.compute_metrics`.
+        top_k: See :func:`longtail.metrics.compute_metrics`.
+        **loader_kw: Further options of ``Dataset.loader`` (only with a
+            ``Dataset``).
+
+    Returns:
+        An :class:`EvaluationReport`.
+
+    Raises:
+        ConfigError: Bad options, or ``posthoc_tau`` without priors.
+        DataError: Batches of the wrong form, or labels out of range.
+
+    Example:
+        >>> report = evaluate(model, val.loader(batch_size=64))  # doctest: +SKIP
+        >>> report.save("run/")                                  # doctest: +SKIP
+    """
+    batches = _loader_of(model, data, batch_size, loader_kw)
+    y_true, scores = _collect(model, batches, steps)
+    if scores.shape[1] == 1:
+        scores = _two_columns(scores)
+    if class_names is None:
+        class_names = getattr(data, "class_names", None)
+    if class_names is None:
+        class_names = getattr(getattr(data, "dataset", None), "class_names", None)
+    if class_names is None:
+        class_names = [str(i) for i in range(scores.shape[1])]
+    class_names = [str(c) for c in class_names]
+    if scores.shape[1] != len(class_names):
+        raise DataError(
+            f"the model outputs {scores.shape[1]} scores per sample but there are "
+            f"{len(class_names)} classes ({class_names[:5]}...)"
+        )
+    if _is_dataset(data) and steps is None and len(y_true) != len(data):
+        warnings.warn(f"the loader yielded {len(y_true)} samples but `data` holds "
+                      f"{len(data)}; metrics cover only those yielded", UserWarning,
+                      stacklevel=2)
+
+    if posthoc_tau is not None:
+        p = _resolve_priors(priors, train_counts, class_names)
+        from longtail.posthoc import adjust_logits
+
+        if from_logits is None:
+            from_logits = not _looks_like_probabilities(scores)
+        logits = scores if from_logits else np.log(np.clip(scores, 1e-12, None))
+        scores = _to_numpy(adjust_logits(logits, p, float(posthoc_tau))).astype(np.float64)
+
+    metrics = compute_metrics(y_true, scores, class_names, train_counts=train_counts,
+                              shot_thresholds=shot_thresholds, top_k=top_k)
+    metrics["posthoc_tau"] = None if posthoc_tau is None else float(posthoc_tau)
+    return EvaluationReport(y_true=y_true, y_score=scores, class_names=class_names,
+                            metrics=metrics, posthoc_tau=posthoc_tau)

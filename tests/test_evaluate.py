@@ -1,0 +1,167 @@
+import json
+import os
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from longtail.errors import ConfigError, DataError  # noqa: E402
+from longtail.evaluate import EvaluationReport, evaluate  # noqa: E402
+
+K = 4
+NAMES = ["ant", "bee", "cat", "dog"]
+
+
+def _model(activation=None, units=K, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(units, activation=activation)])
+
+
+def _arrays(n=70, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 5)).astype("float32"), rng.integers(0, K, n)
+
+
+def _batches(x, y, size=16, weights=False):
+    out = []
+    for i in range(0, len(x), size):
+        batch = (x[i:i + size], y[i:i + size])
+        out.append(batch + (np.ones(len(batch[1])),) if weights else batch)
+    return out
+
+
+def _quiet(*args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return evaluate(*args, **kw)
+
+
+def test_metrics_equal_sklearn_on_the_argmax_of_predict():
+    x, y = _arrays()
+    model = _model()
+    report = _quiet(model, _batches(x, y), class_names=NAMES)
+    pred = model.predict(x, verbose=0).argmax(1)
+    m = report.to_dict()
+    assert m["classes"] == NAMES
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=range(K)).tolist()
+    np.testing.assert_array_equal(report.y_true, y)
+    np.testing.assert_array_equal(report.y_pred, pred)
+    np.testing.assert_allclose(report.y_score, model.predict(x, verbose=0), rtol=1e-5,
+                               atol=1e-6)
+    assert m["posthoc_tau"] is None
+
+
+def test_weighted_one_hot_batches_give_the_same_report():
+    x, y = _arrays()
+    model = _model()
+    plain = _quiet(model, _batches(x, y), class_names=NAMES).to_dict()
+    one_hot = _quiet(model, _batches(x, np.eye(K)[y], weights=True),
+                     class_names=NAMES).to_dict()
+    assert one_hot == plain
+
+
+def test_class_names_come_from_the_loader_dataset_then_default_to_indices():
+    x, y = _arrays()
+
+    class Loader(list):
+        class dataset:  # noqa: N801 - a stand-in for loader.dataset
+            class_names = NAMES
+
+    assert _quiet(_model(), Loader(_batches(x, y))).class_names == NAMES
+    assert _quiet(_model(), _batches(x, y)).class_names == ["0", "1", "2", "3"]
+
+
+def test_a_dataset_is_read_through_a_sequential_loader_sized_for_the_model():
+    x, y = _arrays(n=40)
+    calls = []
+
+    class FakeDataset:  # what evaluate relies on of longtail.Dataset
+        class_names, class_counts, kind = NAMES, np.bincount(y, minlength=K), "files"
+
+        def __len__(self):
+            return len(y)
+
+        def loader(self, batch_size, **options):
+            calls.append(dict(options, batch_size=batch_size))
+            return _batches(x.reshape(-1, 1, 5, 1), y, size=batch_size)
+
+    model = keras.Sequential([keras.Input((1, 5, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(K)])
+    report = _quiet(model, FakeDataset(), batch_size=8, seed=3)
+    assert calls == [{"sampling": "sequential", "label_mode": "int", "image_size": (1, 5),
+                      "seed": 3, "batch_size": 8}]
+    assert report.class_names == NAMES and len(report.y_true) == 40
+
+
+def test_posthoc_adjustment_moves_predictions_from_head_to_tail_classes():
+    pytest.importorskip("longtail.posthoc", reason="longtail.posthoc not written yet")
+    x, y = _arrays(n=200)
+    model = _model()
+    counts = np.array([1000, 100, 10, 1])
+    plain = _quiet(model, _batches(x, y), class_names=NAMES, train_counts=counts)
+    adjusted = _quiet(model, _batches(x, y), class_names=NAMES, train_counts=counts,
+                      posthoc_tau=1.0)
+    logits = model.predict(x, verbose=0)
+    priors = counts / counts.sum()
+    np.testing.assert_allclose(adjusted.y_score, logits - np.log(priors), rtol=1e-5,
+                               atol=1e-5)
+    before, after = (r.to_dict()["predicted_distribution"] for r in (plain, adjusted))
+    assert after[0] < before[0] and after[3] > before[3]
+    assert adjusted.to_dict()["posthoc_tau"] == 1.0
+
+
+def test_posthoc_on_probabilities_adjusts_their_log():
+    pytest.importorskip("longtail.posthoc", reason="longtail.posthoc not written yet")
+    x, y = _arrays()
+    model = _model("softmax")
+    priors = np.array([0.7, 0.2, 0.05, 0.05])
+    report = _quiet(model, _batches(x, y), priors=priors, posthoc_tau=0.5)
+    expected = np.log(model.predict(x, verbose=0)) - 0.5 * np.log(priors)
+    np.testing.assert_allclose(report.y_score, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_posthoc_without_priors_is_refused():
+    x, y = _arrays()
+    with pytest.raises(ConfigError, match="priors"):
+        evaluate(_model(), _batches(x, y), posthoc_tau=1.0)
+
+
+def test_a_single_sigmoid_unit_is_two_classes():
+    x, _ = _arrays()
+    y = (x[:, 0] > 0).astype(int)
+    model = _model("sigmoid", units=1)
+    report = _quiet(model, _batches(x, y))
+    pred = (model.predict(x, verbose=0)[:, 0] > 0.5).astype(int)
+    assert report.to_dict()["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert report.y_score.shape == (len(x), 2)
+
+
+def test_save_writes_metrics_json_atomically(tmp_path):
+    x, y = _arrays()
+    report = _quiet(_model(), _batches(x, y), class_names=NAMES)
+    path = report.save(tmp_path / "run")
+    assert os.listdir(tmp_path / "run") == ["metrics.json"]  # no temp file left
+    with open(path) as f:
+        assert json.load(f) == report.to_dict()
+    assert isinstance(report, EvaluationReport) and "accuracy" in repr(report)
+
+
+@pytest.mark.parametrize("data, kw, error, match", [
+    ([], {}, DataError, "no batches"),
+    ([np.zeros((2, 5))], {}, DataError, r"\(x, y\)"),
+    ("batches", {"class_names": ["a", "b"]}, DataError, "4 scores"),
+    ("batches", {"image_size": (8, 8)}, ConfigError, "image_size"),
+])
+def test_bad_input_is_named(data, kw, error, match):
+    if data == "batches":
+        data = _batches(*_arrays())
+    with pytest.raises(error, match=match):
+        evaluate(_model(), data, **kw)
