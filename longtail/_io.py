@@ -11,15 +11,16 @@ __all__ = ["atomic_path", "write_text", "write_json"]
 
 
 @contextlib.contextmanager
-def atomic_path(path: str):
+def atomic_path(path: str, suffix: str = ".tmp"):
     """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    ``suffix`` ends the temporary name (Keras wants ``.keras``, say).
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix,
                                dir=folder)
     os.close(fd)
     try:

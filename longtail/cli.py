@@ -127,7 +127,66 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo}
+def _train_options(args) -> dict:
+    """TrainConfig options from the parsed train/compare arguments."""
+    data_options = {k: v for k, v in (
+        ("label_column", args.label_column), ("path_column", args.path_column),
+        ("weight_column", args.weight_column),
+        ("follow_symlinks", args.follow_symlinks or None)) if v is not None}
+    return dict(
+        epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        color_mode=args.color_mode, model=args.model, augment=args.augment,
+        val_split=args.val_split, val=args.val, label_mode=args.label_mode, seed=args.seed,
+        learning_rate=args.learning_rate, early_stopping=args.early_stopping, tau=args.tau,
+        gamma=args.gamma, beta=args.beta, drw_epoch=args.drw_epoch,
+        num_workers=args.workers, data_options=data_options)
+
+
+def cmd_train(args) -> int:
+    from longtail.train import train
+
+    options = {} if args.resume else _train_options(args)
+    result = train(args.data, args.out, resume=args.resume, balance=args.balance, **options)
+    m = result.metrics
+    print(f"\n{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
+          f"balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
+    print(f"run folder: {args.out} (report: {os.path.join(args.out, 'report.html')})")
+    return 0
+
+
+COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train}
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from longtail.strategies import STRATEGIES
+
+    _add_data_options(p)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", default="64", help="N or HxW (height x width); default 64")
+    p.add_argument("--color-mode", default="rgb", choices=("rgb", "grayscale", "rgba"))
+    p.add_argument("--model", default=None,
+                   help="small-cnn (default for images), resnet, mlp (default for tables), "
+                        "or a .keras file")
+    p.add_argument("--augment", default="flip,crop",
+                   help="comma-separated flip, crop, or none (default flip,crop)")
+    p.add_argument("--val-split", type=_fraction("val-split"), default=0.2,
+                   help="stratified validation fraction (default 0.2)")
+    p.add_argument("--val", default=None, metavar="DATA", help="validation DATA instead")
+    p.add_argument("--label-mode", default="int", choices=("int", "categorical"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop when validation balanced accuracy stalls this many epochs")
+    p.add_argument("--tau", type=float, default=1.0, help="logit-adjust tau")
+    p.add_argument("--gamma", type=float, default=2.0, help="focal gamma")
+    p.add_argument("--beta", type=float, default=0.999, help="effective-number beta")
+    p.add_argument("--drw-epoch", type=int, default=None,
+                   help="ldam-drw: epoch that starts re-weighting (default 80%% of epochs)")
+    p.add_argument("--workers", type=int, default=None, help="decode threads")
+    p.epilog = "strategies: " + "; ".join(f"{n}: {s.description}"
+                                          for n, s in STRATEGIES.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=_fraction("val"), default=0.2)
     p.add_argument("--test", type=_fraction("test"), default=0.0)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", help="train a classifier with a balancing strategy")
+    _add_train_options(p)
+    p.add_argument("--balance", default="none", metavar="STRATEGY",
+                   help="none, class-weight, effective-weight, resample, sqrt-resample, "
+                        "focal, logit-adjust, balanced-softmax, ldam-drw")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
 
     p = sub.add_parser("demo", help="build Digits-LT and show what balancing does")
     p.add_argument("--out", default="longtail-demo", help="output folder")

@@ -1,0 +1,348 @@
+"""``lt.train`` and ``longtail train``: from DATA to a trained model and a run folder.
+
+The run folder holds ``config.json`` (every resolved option), ``history.csv``,
+``model.keras``, ``metrics.json`` (validation split, DESIGN.md schema),
+``report.html`` with its PNG plots, and ``checkpoints/`` (the model and
+optimizer at the end of the last finished epoch, for ``--resume``). Every
+file is written atomically, so a run killed at any point leaves either the
+previous complete file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from longtail.errors import ConfigError, DataError
+
+__all__ = ["TrainConfig", "TrainResult", "train", "parse_image_size"]
+
+_STATE = "state.json"
+_LAST = "last.keras"
+
+
+def parse_image_size(value) -> tuple[int, int] | None:
+    """``64`` -> (64, 64); ``"64x48"`` -> (64, 48) as (height, width); a pair as is."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        try:
+            sizes = [int(p) for p in parts]
+        except ValueError:
+            sizes = []
+        if len(sizes) not in (1, 2):
+            raise ConfigError(f"`image_size` must be N or HxW (e.g. 64 or 64x48); got {value!r}")
+        value = sizes
+    if isinstance(value, (int, np.integer)):
+        value = (int(value), int(value))
+    value = tuple(int(v) for v in value)
+    if len(value) == 1:
+        value = value * 2
+    if len(value) != 2 or min(value) < 1 or max(value) > 8192:
+        raise ConfigError(f"`image_size` must be 1..8192 pixels per side; got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run; ``config.json`` is this, resolved.
+
+    See :func:`train` for the meaning of each field.
+    """
+
+    balance: str = "none"
+    epochs: int = 10
+    batch_size: int = 64
+    image_size: tuple[int, int] | None = (64, 64)
+    color_mode: str = "rgb"
+    model: str | None = None
+    augment: str = "flip,crop"
+    val_split: float = 0.2
+    val: str | None = None
+    label_mode: str = "int"
+    seed: int = 0
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    early_stopping: int | None = None
+    tau: float = 1.0
+    gamma: float = 2.0
+    beta: float = 0.999
+    drw_epoch: int | None = None
+    num_workers: int | None = None
+    data_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from longtail.strategies import resolve_strategy
+
+        resolve_strategy(self.balance)
+        object.__setattr__(self, "image_size", parse_image_size(self.image_size))
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
+        if self.label_mode not in ("int", "categorical"):
+            raise ConfigError(f"`label_mode` must be int or categorical; got {self.label_mode!r}")
+        if self.color_mode not in ("rgb", "grayscale", "rgba"):
+            raise ConfigError(
+                f"`color_mode` must be rgb, grayscale or rgba; got {self.color_mode!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"`schedule` must be cosine or constant; got {self.schedule!r}")
+        if self.val is None and not 0.0 < self.val_split < 1.0:
+            raise ConfigError(
+                f"`val_split` must be in (0, 1) when no `val` data is given; got {self.val_split}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"`learning_rate` must be > 0; got {self.learning_rate}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise ConfigError(f"`early_stopping` must be >= 1 epochs; got {self.early_stopping}")
+        from longtail.models import resolve_augment
+
+        resolve_augment(self.augment)
+
+    @property
+    def strategy_params(self) -> dict:
+        return {"tau": self.tau, "gamma": self.gamma, "beta": self.beta,
+                "drw_epoch": self.drw_epoch}
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["image_size"] = None if self.image_size is None else list(self.image_size)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: object
+    history: dict
+    metrics: dict | None
+    run_dir: str | None
+    config: dict
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    for row in rows[1:]:
+        keys += [k for k in row if k not in keys]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _checkpoint_callback(run_dir: str, history_rows: list[dict]):
+    """Saves model + optimizer, then the epoch counter and history, atomically."""
+    import keras
+
+    from longtail._io import atomic_path, write_json, write_text
+
+    folder = os.path.join(run_dir, "checkpoints")
+
+    class RunCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch}
+            row.update({k: float(v) for k, v in (logs or {}).items()})
+            history_rows.append(row)
+            with atomic_path(os.path.join(folder, _LAST), suffix=".keras") as tmp:
+                self.model.save(tmp)
+            # The counter is written last: it never points past a saved model.
+            write_json(os.path.join(folder, _STATE),
+                       {"epochs_done": epoch + 1, "history": history_rows})
+            write_text(os.path.join(run_dir, "history.csv"), _csv(history_rows))
+
+    return RunCheckpoint()
+
+
+def _open_data(config: TrainConfig, data):
+    from longtail.dataset import Dataset
+
+    ds = Dataset.open(data, **config.data_options)
+    if (ds.class_counts > 0).sum() < 2:
+        raise DataError(f"{data}: found {(ds.class_counts > 0).sum()} class with samples; "
+                        "at least 2 are needed")
+    if config.val is not None:
+        val = Dataset.open(config.val, **config.data_options, class_names=ds.class_names) \
+            if not isinstance(config.val, Dataset) else config.val
+        if val.class_names != ds.class_names:
+            raise DataError(f"{config.val}: classes {val.class_names} differ from the "
+                            f"training classes {ds.class_names}")
+        return ds, val
+    train_ds, val_ds = ds.split(val=config.val_split, seed=config.seed)
+    return train_ds, val_ds
+
+
+def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
+    import keras
+
+    from longtail.models import build_model, load_user_model, resolve_augment
+
+    counts = train_ds.class_counts
+    k = train_ds.num_classes
+    bias = strategy.output_bias(counts, config.strategy_params)
+    if config.model and (config.model.endswith(".keras") or os.path.sep in config.model):
+        model = load_user_model(config.model, k)
+    else:
+        name = config.model or ("mlp" if train_ds.kind == "features" else "small-cnn")
+        if train_ds.kind == "features":
+            features = train_ds.features
+            model = build_model(name, (features.shape[1],), k, output_bias=bias,
+                                seed=config.seed, mean=features.mean(axis=0),
+                                variance=np.maximum(features.var(axis=0), 1e-12))
+        else:
+            channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[config.color_mode]
+            model = build_model(name, (*config.image_size, channels), k, output_bias=bias,
+                                seed=config.seed, augment=resolve_augment(config.augment))
+    total = config.epochs * steps_per_epoch
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(total, 1), warmup_target=None)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    loss = strategy.loss(counts, config.strategy_params)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
+          **options) -> TrainResult:
+    """Trains a classifier on DATA with a balancing strategy.
+
+    Args:
+        data: Any DATA form (folder, table, manifest, or a Dataset).
+        out: Run folder; None trains without writing files.
+        resume: Continue the run in ``out`` from its last checkpoint (its
+            ``config.json`` options are used) to the planned epochs.
+        verbose: Keras verbosity (``"auto"``, 0, 1 or 2).
+        **options: :class:`TrainConfig` fields: ``balance`` (none,
+            class-weight, effective-weight, resample, sqrt-resample, focal,
+            logit-adjust, balanced-softmax, ldam-drw), ``epochs``,
+            ``batch_size``, ``image_size`` (N, "HxW" or a pair), ``color_mode``
+            (rgb, grayscale, rgba), ``model`` (small-cnn, resnet, mlp or a
+            .keras path), ``augment`` ("flip,crop", "crop", "none"),
+            ``val_split`` or ``val`` (DATA), ``label_mode`` (int,
+            categorical), ``seed``, ``learning_rate``, ``weight_decay``,
+            ``schedule`` (cosine, constant), ``early_stopping`` (patience in
+            epochs on validation balanced accuracy), ``tau``, ``gamma``,
+            ``beta``, ``drw_epoch``, ``num_workers``, and ``data_options``
+            (``label_column``, ``path_column``, ``weight_column``, ...).
+
+    Returns:
+        A :class:`TrainResult` with the model, history and validation metrics.
+
+    Example:
+        >>> result = train("photos/", "runs/lt", balance="logit-adjust",
+        ...                epochs=5)  # doctest: +SKIP
+    """
+    import keras
+
+    from longtail._io import write_json
+    from longtail.callbacks import PerClassMetrics
+    from longtail.strategies import resolve_strategy
+
+    state_path = os.path.join(out, "checkpoints", _STATE) if out else None
+    if resume:
+        if out is None or not os.path.exists(state_path):
+            raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
+        with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+            config = TrainConfig.from_json(json.load(f)["options"])
+    else:
+        config = TrainConfig(**options)
+        if out is not None and os.path.exists(os.path.join(out, "config.json")):
+            raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
+                              "it, or choose another folder")
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = resolve_strategy(config.balance)
+    train_ds, val_ds = _open_data(config, data)
+    loader_kw = dict(label_mode=config.label_mode, num_workers=config.num_workers)
+    if train_ds.kind == "files":
+        loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
+    train_loader = train_ds.loader(
+        batch_size=config.batch_size, sampling=strategy.sampling,
+        class_weight=strategy.class_weight, seed=config.seed, **loader_kw)
+    val_loader = val_ds.loader(batch_size=config.batch_size, sampling="sequential",
+                               **loader_kw)
+
+    history_rows: list[dict] = []
+    initial_epoch = 0
+    if resume:
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+        initial_epoch, history_rows = state["epochs_done"], state["history"]
+        model = keras.saving.load_model(os.path.join(out, "checkpoints", _LAST))
+    else:
+        model = _build(config, train_ds, strategy, len(train_loader))
+
+    run_config = {
+        "options": config.to_json(), "data": str(data), "strategy": strategy.name,
+        "class_names": train_ds.class_names, "train_counts": train_ds.class_counts.tolist(),
+        "val_counts": val_ds.class_counts.tolist(), "priors": train_ds.priors.tolist(),
+        "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
+        "steps_per_epoch": len(train_loader),
+    }
+    if out is not None and not resume:
+        os.makedirs(out, exist_ok=True)
+        write_json(os.path.join(out, "config.json"), run_config)
+
+    callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
+    if strategy.callbacks is not None:
+        callbacks += strategy.callbacks(train_ds.class_counts, config.epochs,
+                                        config.strategy_params)
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_balanced_accuracy", mode="max", patience=config.early_stopping,
+            restore_best_weights=True))
+    if out is not None:
+        callbacks.append(_checkpoint_callback(out, history_rows))
+
+    if hasattr(train_loader, "set_epoch"):
+        train_loader.set_epoch(initial_epoch)
+    started = time.perf_counter()
+    if initial_epoch < config.epochs:
+        model.fit(train_loader, validation_data=val_loader, epochs=config.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - started
+
+    from longtail.evaluate import evaluate
+
+    report = evaluate(model, val_loader, class_names=train_ds.class_names,
+                      train_counts=train_ds.class_counts.tolist())
+    metrics = report.to_dict()
+    metrics["train_seconds"] = seconds
+    if out is not None:
+        _finish_run(out, model, report, run_config)
+    history = {}
+    for row in history_rows:
+        for key, value in row.items():
+            history.setdefault(key, []).append(value)
+    return TrainResult(model, history, metrics, out, run_config)
+
+
+def _finish_run(out: str, model, report, run_config: dict) -> None:
+    from longtail._io import atomic_path
+    from longtail.report import write_report
+
+    with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+        model.save(tmp)
+    report.save(out)
+    history_csv = os.path.join(out, "history.csv")
+    write_report(out, report.to_dict(),
+                 history_csv=history_csv if os.path.exists(history_csv) else None,
+                 config=run_config, train_counts=run_config["train_counts"],
+                 title=f"longtail run: {run_config['strategy']}")
