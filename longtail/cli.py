@@ -114,16 +114,22 @@ def cmd_split(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from longtail.demo import make_digits_lt
+    from longtail.compare import compare, summary_markdown
+    from longtail.demo import DEMO_OPTIONS, DEMO_STRATEGIES, make_digits_lt
 
     parts = make_digits_lt(os.path.join(args.out, "digits-lt"))
-    print(f"Digits-LT written to {os.path.dirname(parts['train'])}\n")
-    for name in ("train", "test"):
-        print(f"== {name} ==")
-        cmd_stats(argparse.Namespace(
-            data=parts[name], json=False, label_column=None, path_column=None,
-            weight_column=None, follow_symlinks=False))
-        print()
+    print(f"Digits-LT in {os.path.dirname(parts['train'])}: training split long-tailed "
+          "(imbalance ratio 100), balanced validation and test splits\n")
+    cmd_stats(argparse.Namespace(data=parts["train"], json=False, label_column=None,
+                                 path_column=None, weight_column=None, follow_symlinks=False))
+    print(f"\ntraining {', '.join(DEMO_STRATEGIES)} ...")
+    out = os.path.join(args.out, "compare")
+    summaries = compare(parts["train"], DEMO_STRATEGIES, out, test=parts["test"],
+                        val=parts["val"], verbose=0 if args.quiet else "auto",
+                        epochs=args.epochs, **DEMO_OPTIONS)
+    print()
+    print(summary_markdown(summaries, "the balanced test split (50 images per class)"))
+    print(f"report: {os.path.join(out, 'compare.html')}")
     return 0
 
 
@@ -154,7 +160,92 @@ def cmd_train(args) -> int:
     return 0
 
 
-COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train}
+def _run_of(model_path: str) -> tuple[str, dict | None]:
+    """The .keras file for MODEL (a file or a run folder) and its run config."""
+    if os.path.isdir(model_path):
+        model_path = os.path.join(model_path, "model.keras")
+    if not os.path.isfile(model_path):
+        raise LongtailError(f"{model_path}: no such model file (expected a .keras file or a "
+                            "run folder holding model.keras)")
+    config_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    config = None
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    return model_path, config
+
+
+def _load_model(path: str):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # Keras raises many kinds for a bad file
+        raise LongtailError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from e
+
+
+def cmd_evaluate(args) -> int:
+    from longtail.dataset import Dataset
+    from longtail.evaluate import evaluate
+    from longtail.posthoc import tune_tau
+    from longtail.report import write_report
+
+    model_path, run = _run_of(args.model)
+    model = _load_model(model_path)
+    names = run["class_names"] if run else None
+    ds = Dataset.open(args.data, label_column=args.label_column, path_column=args.path_column,
+                      weight_column=args.weight_column,
+                      follow_symlinks=args.follow_symlinks or None, class_names=names)
+    options = (run or {}).get("options", {})
+    loader_kw = {"label_mode": "int", "batch_size": args.batch_size, "sampling": "sequential"}
+    if ds.kind == "files":
+        shape = model.inputs[0].shape
+        loader_kw["image_size"] = tuple(options.get("image_size") or shape[1:3])
+        loader_kw["color_mode"] = options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(
+            shape[-1], "rgb")
+    counts = run["train_counts"] if run else None
+    tau = args.posthoc_tau
+    if args.tune_tau:
+        val_path = os.path.join(os.path.dirname(model_path), "val.parquet")
+        if counts is None or not os.path.exists(val_path):
+            raise LongtailError(f"--tune-tau: {args.model} is not a run folder with "
+                                "config.json and val.parquet")
+        val = evaluate(model, Dataset.load(val_path).loader(**loader_kw),
+                       class_names=names, train_counts=counts)
+        tau, _ = tune_tau(val.y_score, val.y_true, counts)
+        print(f"tuned post-hoc tau on the validation split: {tau:g}")
+    if tau is not None and counts is None:
+        raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
+                            "training priors beside it")
+    report = evaluate(model, ds.loader(**loader_kw), class_names=names or ds.class_names,
+                      train_counts=counts, posthoc_tau=tau,
+                      priors=None if counts is None else counts)
+    metrics = report.to_dict()
+    report.save(args.out)
+    write_report(args.out, metrics, config={"model": model_path, "data": args.data,
+                                            "posthoc_tau": tau, "run": run},
+                 train_counts=counts, title=f"longtail evaluation: {os.path.basename(args.data)}")
+    print(f"accuracy {metrics['accuracy']:.4f}, balanced accuracy "
+          f"{metrics['balanced_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    print(f"metrics: {os.path.join(args.out, 'metrics.json')}, report: "
+          f"{os.path.join(args.out, 'report.html')}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from longtail.compare import compare, summary_markdown
+
+    options = _train_options(args)
+    summaries = compare(args.data, args.strategies.split(","), args.out, test=args.test,
+                        **options)
+    print()
+    print(summary_markdown(summaries, "test data" if args.test else "validation split"))
+    print(f"report: {os.path.join(args.out, 'compare.html')}")
+    return 0
+
+
+COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train,
+            "evaluate": cmd_evaluate, "compare": cmd_compare}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -213,8 +304,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
 
+    p = sub.add_parser("evaluate", help="per-class metrics and a report for a trained model")
+    p.add_argument("model", metavar="MODEL", help="a .keras file or a run folder")
+    _add_data_options(p)
+    p.add_argument("--out", required=True, help="folder for metrics.json and report.html")
+    p.add_argument("--posthoc-tau", type=float, default=None, metavar="T",
+                   help="subtract T * log(training priors) from the logits")
+    p.add_argument("--tune-tau", action="store_true",
+                   help="pick the post-hoc tau with the best validation balanced accuracy")
+    p.add_argument("--batch-size", type=int, default=64)
+
+    p = sub.add_parser("compare", help="train several strategies on one split, side by side")
+    _add_train_options(p)
+    p.add_argument("--strategies", required=True,
+                   help="comma-separated strategies, e.g. none,class-weight,logit-adjust")
+    p.add_argument("--test", default=None, metavar="DATA",
+                   help="held-out DATA to measure on (default: the validation split)")
+
     p = sub.add_parser("demo", help="build Digits-LT and show what balancing does")
     p.add_argument("--out", default="longtail-demo", help="output folder")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     return parser
 
 

@@ -16,7 +16,12 @@ import os
 
 import numpy as np
 
-__all__ = ["make_digits_lt", "DIGITS_LT_TRAIN_COUNTS"]
+__all__ = ["make_digits_lt", "DIGITS_LT_TRAIN_COUNTS", "DEMO_STRATEGIES", "DEMO_OPTIONS"]
+
+#: What ``longtail demo`` compares, and the shared training options.
+DEMO_STRATEGIES = ("none", "class-weight", "resample", "logit-adjust")
+DEMO_OPTIONS = dict(image_size=16, color_mode="grayscale", augment="none", batch_size=32,
+                    learning_rate=3e-3, seed=0)
 
 DIGITS_LT_TRAIN_COUNTS = tuple(int(round(100 * 100 ** (-c / 9))) for c in range(10))
 _VAL, _TEST = 20, 50

@@ -155,9 +155,13 @@ def _checkpoint_callback(run_dir: str, history_rows: list[dict]):
     folder = os.path.join(run_dir, "checkpoints")
 
     class RunCheckpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": epoch}
             row.update({k: float(v) for k, v in (logs or {}).items()})
+            row["epoch_seconds"] = time.perf_counter() - self._started
             history_rows.append(row)
             with atomic_path(os.path.join(folder, _LAST), suffix=".keras") as tmp:
                 self.model.save(tmp)
@@ -298,6 +302,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     }
     if out is not None and not resume:
         os.makedirs(out, exist_ok=True)
+        val_ds.save(os.path.join(out, "val.parquet"))  # for evaluate --tune-tau
         write_json(os.path.join(out, "config.json"), run_config)
 
     callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
