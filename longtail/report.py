@@ -1,0 +1,483 @@
+"""Self-contained HTML reports of an evaluation, and of a strategy comparison.
+
+:func:`write_report` turns a ``metrics.json`` dict (and optionally the run's
+``history.csv`` and resolved config) into ``report.html`` plus the PNG plots
+beside it; :func:`write_compare_report` turns several runs into
+``compare.html``. The HTML embeds its plots as base64 PNGs and needs no
+scripts, fonts or network. Plots are drawn with matplotlib's Agg canvas
+directly (no ``pyplot``, so no global backend is changed). Every user-provided
+string is HTML-escaped; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from longtail import _io
+from longtail.errors import ConfigError, DataError
+
+__all__ = ["write_report", "write_compare_report", "read_history"]
+
+_SHOT_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
+max-width:1100px;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .7em;text-align:right;
+border-bottom:1px solid #eee}th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;height:auto;display:block;margin:.5em 0}
+.wide{overflow-x:auto}.wide img{max-width:none}
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}
+.note{color:#666;font-size:.9em}
+"""
+
+
+# ----------------------------------------------------------------- plotting
+def _label(name: str, limit: int = 24) -> str:
+    """A class name fit for a tick label: short, and with ``$`` not read as math."""
+    name = name if len(name) <= limit else name[: limit - 1] + "\u2026"
+    return name.replace("$", r"\$")
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+#: Above this many classes, plots stop naming every class (the tables do).
+_MAX_NAMED = {"bars": 60, "matrix": 120}
+
+
+def _class_ticks(ax, names: Sequence[str], axis: str, limit: int) -> bool:
+    """Names every class when there are few enough to read; returns whether it did."""
+    k = len(names)
+    if k > limit:
+        return False
+    fontsize = float(np.clip(400 / k, 6, 10)) if axis == "x" else float(np.clip(300 / k, 6, 10))
+    getattr(ax, f"set_{axis}ticks")(range(k), [_label(n) for n in names],
+                                   fontsize=fontsize, rotation=90 if axis == "x" else 0)
+    return True
+
+
+def _plot_confusion(metrics: dict) -> bytes:
+    names = metrics["classes"]
+    k = len(names)
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.full_like(cm, np.nan), where=rows > 0)
+    # At least 10 px a cell while classes are named (past ~100 classes the PNG is
+    # wider than the page and scrolls), a fixed picture of the pattern beyond.
+    named = k <= _MAX_NAMED["matrix"]
+    side = float(np.clip(0.1 * k + 3, 5, 15)) if named else 11.0
+    fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    cmap = colormaps["Blues"].with_extremes(bad="#e0e0e0")
+    image = ax.imshow(np.ma.masked_invalid(norm), cmap=cmap, vmin=0, vmax=1,
+                      interpolation="nearest", aspect="equal")
+    _class_ticks(ax, names, "x", _MAX_NAMED["matrix"])
+    _class_ticks(ax, names, "y", _MAX_NAMED["matrix"])
+    if k <= 15:
+        for i, j in np.ndindex(k, k):
+            if rows[i, 0] > 0:
+                v = norm[i, j]
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if v > 0.55 else "#333")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Confusion matrix, rows normalised", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    return _png(fig)
+
+
+def _order(metrics: dict, train_counts) -> tuple[np.ndarray, np.ndarray, str]:
+    """Class order for the bar plots: by training count, else by support."""
+    per_class = metrics["per_class"]
+    if train_counts is None and all("train_count" in row for row in per_class):
+        train_counts = [row["train_count"] for row in per_class]
+    if train_counts is not None:
+        counts = np.asarray(train_counts, dtype=np.int64).reshape(-1)
+        if counts.shape != (len(per_class),):
+            raise ConfigError(f"`train_counts` must have {len(per_class)} values; "
+                              f"got {counts.size}")
+        what = "training count"
+    else:
+        counts = np.asarray([row["support"] for row in per_class], dtype=np.int64)
+        what = "evaluation support"
+    return np.argsort(-counts, kind="stable"), counts, what
+
+
+def _bar_figure(k: int, height: float = 4.5) -> Figure:
+    width = float(np.clip(0.16 * k + 3, 7, 10.5))
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _bar_style(k: int) -> dict:
+    # Past a few pixels a bar, gaps and antialiasing make stripes: bars touch.
+    return {"width": 0.8} if k <= _MAX_NAMED["bars"] else {
+        "width": 1.0, "linewidth": 0, "antialiased": False}
+
+
+def _class_axis(ax, names: Sequence[str], what: str, counted: bool = False,
+                table: bool = True) -> None:
+    """Names the classes on the x axis, or numbers their rank when too many."""
+    if _class_ticks(ax, names, "x", _MAX_NAMED["bars"]):
+        ax.set_xlabel(f"class{f' ({what})' if counted else ''}, ordered by {what}")
+    else:
+        note = " (names in the per-class table)" if table else ""
+        ax.set_xlabel(f"class rank by {what}{note}")
+
+
+def _plot_recall(metrics: dict, train_counts) -> bytes:
+    order, counts, what = _order(metrics, train_counts)
+    per_class = metrics["per_class"]
+    k = len(order)
+    recall = np.array([per_class[i]["recall"] for i in order])
+    shots = [per_class[i].get("shot") for i in order]
+    colors = [_SHOT_COLORS.get(s, "#4c72b0") for s in shots]
+    fig = _bar_figure(k)
+    ax = fig.add_subplot()
+    ax.bar(range(k), recall, color=colors, **_bar_style(k))
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    _class_axis(ax, [f"{metrics['classes'][i]} ({counts[i]})" for i in order], what,
+                counted=True)
+    ax.set_title(f"Per-class recall; {what} as the line (right axis)", fontsize=10)
+    twin = ax.twinx()
+    twin.plot(range(k), np.maximum(counts[order], 0.5), color="#555", marker=".",
+              linewidth=1)
+    twin.set_yscale("log")
+    twin.set_ylabel(what)
+    if any(s is not None for s in shots):
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=c, label=f"{g}-shot") for g, c in _SHOT_COLORS.items()
+                   if g in shots]
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    return _png(fig)
+
+
+def _plot_distribution(metrics: dict, train_counts) -> bytes:
+    order, _, what = _order(metrics, train_counts)
+    k = len(order)
+    true = np.asarray(metrics["true_distribution"])[order]
+    pred = np.asarray(metrics["predicted_distribution"])[order]
+    fig = _bar_figure(k)
+    ax = fig.add_subplot()
+    x = np.arange(k)
+    if k <= _MAX_NAMED["bars"]:
+        ax.bar(x - 0.2, true, width=0.4, label="true", color="#4c72b0")
+        ax.bar(x + 0.2, pred, width=0.4, label="predicted", color="#dd8452")
+    else:  # bars too thin to pair: predicted as a line over the true bars
+        ax.bar(x, true, label="true", color="#9db4d8", **_bar_style(k))
+        ax.step(x, pred, where="mid", label="predicted", color="#dd8452", linewidth=1.2)
+    ax.set_xlim(-0.6, k - 0.4)
+    _class_axis(ax, [metrics["classes"][i] for i in order], what)
+    ax.set_ylabel("samples")
+    ax.set_title("True versus predicted class distribution", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def read_history(path) -> dict[str, np.ndarray]:
+    """Reads a Keras ``CSVLogger`` file into ``{column: float array}``.
+
+    Raises:
+        DataError: The file is missing or has no ``epoch`` column.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the training history: {e}") from e
+    if rows and "epoch" not in rows[0]:
+        raise DataError(f"{path}: a training history needs an `epoch` column; "
+                        f"got columns {list(rows[0])}")
+
+    def number(text):
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    columns = list(rows[0]) if rows else []
+    return {c: np.array([number(r[c]) for r in rows]) for c in columns}
+
+
+def _plot_history(history: dict[str, np.ndarray]) -> bytes | None:
+    if not history or len(history.get("epoch", [])) == 0:
+        return None
+    epoch = history["epoch"] + 1
+    losses = [c for c in history if c.endswith("loss")]
+    others = [c for c in history
+              if c != "epoch" and c not in losses and c not in ("lr", "learning_rate")]
+    panels = [p for p in (losses, others) if p]
+    if not panels:
+        return None
+    fig = Figure(figsize=(5.5 * len(panels), 4), dpi=100, layout="constrained")
+    for n, columns in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, len(panels), n)
+        for c in columns:
+            ax.plot(epoch, history[c], marker="o" if len(epoch) < 30 else None,
+                    linestyle="--" if c.startswith("val_") else "-", label=_label(c, 40))
+        ax.set_xlabel("epoch")
+        ax.set_title("loss" if columns is losses else "metrics", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------- HTML
+def _fmt(value) -> str:
+    if value is None:
+        return "\u2014"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(data: bytes, alt: str) -> str:
+    """The PNG inline, at its natural size; a section scrolls when it is wider."""
+    encoded = base64.b64encode(data).decode("ascii")
+    return (f'<div class="wide"><img src="data:image/png;base64,{encoded}" '
+            f'alt="{html.escape(alt)}"></div>')
+
+
+def _write_png(out_dir: Path, name: str, data: bytes) -> None:
+    with _io.atomic_path(out_dir / name) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def _page(title: str, sections: Sequence[tuple[str, str]]) -> str:
+    body = "".join(f"<section><h2>{html.escape(h)}</h2>{content}</section>"
+                   for h, content in sections)
+    t = html.escape(title)
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{t}</title><style>{_CSS}</style></head>"
+            f"<body><h1>{t}</h1>{body}</body></html>\n")
+
+
+def _summary_rows(metrics: dict) -> list[tuple[str, str]]:
+    rows = [("samples", _fmt(metrics.get("n_samples"))),
+            ("accuracy", _fmt(metrics.get("accuracy"))),
+            ("balanced accuracy", _fmt(metrics.get("balanced_accuracy"))),
+            ("macro F1", _fmt(metrics.get("macro_f1"))),
+            ("geometric mean of recalls", _fmt(metrics.get("geometric_mean_recall")))]
+    for k, v in (metrics.get("top_k_accuracy") or {}).items():
+        rows.append((f"top-{html.escape(str(k))} accuracy", _fmt(v)))
+    if "shot_thresholds" in metrics:
+        many, few = metrics["shot_thresholds"]
+        rows += [(f"many-shot accuracy (&gt; {many} training samples)",
+                  _fmt(metrics.get("many_shot_accuracy"))),
+                 (f"medium-shot accuracy ({few}\u2013{many})",
+                  _fmt(metrics.get("medium_shot_accuracy"))),
+                 (f"few-shot accuracy (&lt; {few})", _fmt(metrics.get("few_shot_accuracy")))]
+    if metrics.get("posthoc_tau") is not None:
+        rows.append(("post-hoc logit adjustment \u03c4", _fmt(metrics["posthoc_tau"])))
+    return rows
+
+
+def _recall_cell(recall: float) -> str:
+    pct = 100 * max(0.0, min(1.0, recall))
+    return (f'<span style="display:block;background:linear-gradient(90deg,#cfe0f3 '
+            f'{pct:.0f}%,transparent {pct:.0f}%)">{_fmt(recall)}</span>')
+
+
+def _per_class_table(metrics: dict, train_counts) -> str:
+    order, counts, what = _order(metrics, train_counts)
+    has_train = what == "training count"
+    header = ["class"] + (["train count", "shot"] if has_train else []) + [
+        "support", "predicted", "precision", "recall", "F1"]
+    rows = []
+    for i in order:
+        row = metrics["per_class"][i]
+        cells = [_fmt(row["class"])]
+        if has_train:
+            cells += [_fmt(int(counts[i])), _fmt(row.get("shot"))]
+        cells += [_fmt(row["support"]), _fmt(row["predicted"]), _fmt(row["precision"]),
+                  _recall_cell(row["recall"]), _fmt(row["f1"])]
+        rows.append(cells)
+    return f'<p class="note">Ordered by {what}, largest first.</p>' + _table(header, rows)
+
+
+def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | None = None,
+                 train_counts=None, title: str = "longtail report") -> Path:
+    """Writes ``report.html`` and its PNG plots into ``out_dir``.
+
+    Args:
+        out_dir: Output folder (created if needed).
+        metrics: A ``metrics.json`` dict, as from
+            :func:`longtail.metrics.compute_metrics`.
+        history_csv: A Keras ``CSVLogger`` file for the training curves;
+            default ``out_dir/history.csv`` when it exists.
+        config: The resolved run configuration, shown as JSON.
+        train_counts: Training samples per class, in class order; default the
+            ``train_count`` of ``metrics["per_class"]``. Orders the per-class
+            plots and table (without it: by evaluation support).
+        title: Page title.
+
+    Returns:
+        The path of ``report.html``. Beside it: ``confusion_matrix.png``,
+        ``per_class_recall.png``, ``class_distribution.png`` and, with a
+        history, ``training_curves.png``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for key in ("classes", "per_class", "confusion_matrix", "true_distribution",
+                "predicted_distribution"):
+        if key not in metrics:
+            raise DataError(f"`metrics` lacks {key!r}: pass a metrics.json dict")
+    if history_csv is None and (out / "history.csv").is_file():
+        history_csv = out / "history.csv"
+    plots = {
+        "per_class_recall.png": (
+            "Per-class recall", "Recall of each class, head classes first. Bars that "
+            "fall toward the tail mean the model still favours frequent classes.",
+            _plot_recall(metrics, train_counts)),
+        "confusion_matrix.png": (
+            "Confusion matrix", "Rows are true classes, columns predictions; each row "
+            "is divided by its class's sample count. Grey rows: no samples.",
+            _plot_confusion(metrics)),
+        "class_distribution.png": (
+            "Predicted versus true class distribution", "How often each class is "
+            "predicted against how often it occurs.",
+            _plot_distribution(metrics, train_counts)),
+    }
+    if history_csv is not None:
+        curves = _plot_history(read_history(history_csv))
+        if curves is not None:
+            plots["training_curves.png"] = ("Training curves", "From the training "
+                                            "history; dashed: validation.", curves)
+
+    sections = [("Summary", _table(["metric", "value"], _summary_rows(metrics)))]
+    for name, (heading, note, data) in plots.items():
+        _write_png(out, name, data)
+        sections.append((heading, f'<p class="note">{note}</p>' + _img(data, heading)))
+    sections.append(("Per-class metrics", _per_class_table(metrics, train_counts)))
+    if config is not None:
+        text = json.dumps(config, indent=2, sort_keys=True, default=str)
+        sections.append(("Configuration", f"<pre>{html.escape(text)}</pre>"))
+    path = out / "report.html"
+    _io.write_text(path, _page(title, sections))
+    return path
+
+
+# ---------------------------------------------------------------- comparison
+def _check_summaries(summaries: Sequence[dict]) -> list[str]:
+    if not summaries:
+        raise ConfigError("`summaries` must hold at least one run; got none")
+    classes = None
+    for i, s in enumerate(summaries):
+        missing = [key for key in ("strategy", "metrics") if key not in s]
+        if missing:
+            raise ConfigError(f"`summaries[{i}]` lacks {missing}; each summary needs "
+                              "'strategy', 'metrics' and 'train_seconds'")
+        if classes is None:
+            classes = list(s["metrics"]["classes"])
+        elif list(s["metrics"]["classes"]) != classes:
+            raise DataError(f"`summaries[{i}]` ({s['strategy']!r}) was evaluated on other "
+                            "classes than the first; compare runs on the same data")
+    return classes
+
+
+def _plot_compare(summaries: Sequence[dict], order: np.ndarray, names: list[str],
+                  what: str) -> bytes:
+    k, n = len(order), len(summaries)
+    fig = _bar_figure(k * max(1, n // 2), height=5)
+    ax = fig.add_subplot()
+    palette = colormaps["tab10"]
+    x = np.arange(k)
+    for j, s in enumerate(summaries):
+        recall = [s["metrics"]["per_class"][i]["recall"] for i in order]
+        label = _label(str(s["strategy"]), 40)
+        if k <= 40:  # one group per class, one bar per strategy
+            width = 0.8 / n
+            ax.bar(x - 0.4 + width * (j + 0.5), recall, width=width, label=label,
+                   color=palette(j % 10))
+        else:  # too many groups to read: one line per strategy
+            ax.plot(x, recall, label=label, color=palette(j % 10), linewidth=1)
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    _class_axis(ax, names, what, counted=True, table=False)
+    ax.set_title("Per-class recall by strategy", fontsize=10)
+    fig.legend(fontsize=8, loc="outside right upper")
+    return _png(fig)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return _fmt(None)
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=None,
+                         title: str = "longtail comparison") -> Path:
+    """Writes ``compare.html`` and ``compare_recall.png`` into ``out_dir``.
+
+    Args:
+        out_dir: Output folder (created if needed).
+        summaries: One dict per run: ``strategy`` (its name), ``metrics`` (its
+            ``metrics.json`` dict, all on the same classes) and
+            ``train_seconds`` (training time, or None).
+        train_counts: Training samples per class, to order the classes;
+            default the first run's ``train_count`` values, else its support.
+        title: Page title.
+
+    Returns:
+        The path of ``compare.html``.
+    """
+    classes = _check_summaries(summaries)
+    out = Path(out_dir)
+    order, counts, what = _order(summaries[0]["metrics"], train_counts)
+    names = [f"{classes[i]} ({counts[i]})" for i in order]
+    plot = _plot_compare(summaries, order, names, what)
+    _write_png(out, "compare_recall.png", plot)
+
+    columns = ("accuracy", "balanced_accuracy", "macro_f1", "few_shot_accuracy")
+    best = {c: max((s["metrics"].get(c) for s in summaries
+                    if s["metrics"].get(c) is not None), default=None) for c in columns}
+    rows = []
+    for s in summaries:
+        cells = [_fmt(s["strategy"])]
+        for c in columns:
+            v = s["metrics"].get(c)
+            cells.append(f"<strong>{_fmt(v)}</strong>" if v is not None and v == best[c]
+                         else _fmt(v))
+        cells.append(_duration(s.get("train_seconds")))
+        rows.append(cells)
+    header = ["strategy", "accuracy", "balanced accuracy", "macro F1", "few-shot accuracy",
+              "training time"]
+    sections = [
+        ("Summary", _table(header, rows) + '<p class="note">Best value per column in '
+         "bold. \u2014: no class in the few-shot group, or training counts unknown.</p>"),
+        ("Per-class recall", f'<p class="note">Classes ordered by {what} '
+         f"(shown in brackets), largest first.</p>" + _img(plot, "Per-class recall by strategy")),
+    ]
+    path = out / "compare.html"
+    _io.write_text(path, _page(title, sections))
+    return path

@@ -1,0 +1,205 @@
+import base64
+import html
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from longtail.errors import ConfigError, DataError
+from longtail.metrics import compute_metrics
+from longtail.report import read_history, write_compare_report, write_report
+
+NAMES = ["ant", "<b>x</b>", "mid & co", "tail"]
+COUNTS = [150, 900, 5, 40]
+PLOTS = ["class_distribution.png", "confusion_matrix.png", "per_class_recall.png"]
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                "google-chrome"))), None)
+
+
+def _metrics(seed=0, k=len(NAMES), names=NAMES, counts=COUNTS, shift=0.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, 200)
+    scores = rng.normal(size=(200, k))
+    scores[np.arange(200), y] += 1.5
+    scores -= shift * np.log(np.asarray(counts, dtype=float))
+    return compute_metrics(y, scores, names, train_counts=counts)
+
+
+def _history(path):
+    with open(path, "w") as f:
+        f.write("epoch,balanced_accuracy,loss,val_balanced_accuracy,val_loss\n")
+        for e in range(5):
+            f.write(f"{e},{0.3 + e / 10},{2 - e / 5},{0.25 + e / 10},{2.1 - e / 6}\n")
+    return path
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"',
+                                                    page)]
+
+
+@pytest.fixture
+def report(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    _history(out / "history.csv")  # found in out_dir by default
+    config = {"model": "<script>alert(1)</script>", "epochs": 3}
+    path = write_report(out, _metrics(), config=config, title="run <1>")
+    return out, path
+
+
+def test_report_embeds_every_plot_it_writes(report):
+    out, path = report
+    assert path == out / "report.html"
+    assert sorted(os.listdir(out)) == sorted(PLOTS + ["history.csv", "report.html",
+                                                      "training_curves.png"])
+    page = path.read_text()
+    embedded = _images(page)
+    files = [(out / name).read_bytes() for name in
+             ("per_class_recall.png", "confusion_matrix.png", "class_distribution.png",
+              "training_curves.png")]
+    assert embedded == files
+    for data in files:
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and min(im.size) > 200
+    # Self-contained: no reference to any other file or URL.
+    assert not re.search(r'(src|href)="(?!data:)', page)
+
+
+def test_user_strings_are_escaped(report):
+    page = report[1].read_text()
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "mid &amp; co" in page
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<title>run &lt;1&gt;</title>" in page
+
+
+def test_per_class_table_is_ordered_by_training_count_and_shows_values(report):
+    page = report[1].read_text()
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td><td>(\w+)</td>", page)
+    assert rows == [("&lt;b&gt;x&lt;/b&gt;", "900", "many"), ("ant", "150", "many"),
+                    ("tail", "40", "medium"), ("mid &amp; co", "5", "few")]
+
+
+def test_no_history_means_no_training_curves(tmp_path):
+    write_report(tmp_path, _metrics())
+    assert sorted(os.listdir(tmp_path)) == sorted(PLOTS + ["report.html"])
+    assert "Training curves" not in (tmp_path / "report.html").read_text()
+
+
+def test_many_classes_and_a_class_without_samples(tmp_path):
+    k = 130
+    names = [f"c{i}" for i in range(k)]
+    counts = np.round(3000 * 0.96 ** np.arange(k)).astype(int)
+    y = np.arange(500) % (k - 1)  # the last class never occurs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = compute_metrics(y, np.random.default_rng(0).normal(size=(500, k)), names,
+                            train_counts=counts)
+    write_report(tmp_path, m)
+    with Image.open(tmp_path / "confusion_matrix.png") as im:
+        assert im.size[0] < 1600  # capped: the pattern, not unreadable names
+    assert len(_images((tmp_path / "report.html").read_text())) == 3
+
+
+def test_read_history_and_its_errors(tmp_path):
+    hist = read_history(_history(tmp_path / "h.csv"))
+    np.testing.assert_allclose(hist["loss"], [2, 1.8, 1.6, 1.4, 1.2])
+    with pytest.raises(DataError, match="missing.csv"):
+        read_history(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("step,loss\n0,1\n")
+    with pytest.raises(DataError, match="epoch"):
+        read_history(tmp_path / "bad.csv")
+
+
+def test_compare_report(tmp_path):
+    summaries = [{"strategy": "none", "metrics": _metrics(), "train_seconds": 12.34},
+                 {"strategy": "<i>logit</i>", "metrics": _metrics(shift=1.0),
+                  "train_seconds": 200}]
+    path = write_compare_report(tmp_path, summaries)
+    page = path.read_text()
+    assert sorted(os.listdir(tmp_path)) == ["compare.html", "compare_recall.png"]
+    assert _images(page) == [(tmp_path / "compare_recall.png").read_bytes()]
+    assert "&lt;i&gt;logit&lt;/i&gt;" in page and "<i>" not in page
+    cells = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", page)
+    assert [c[0] for c in cells] == ["none", "&lt;i&gt;logit&lt;/i&gt;"]
+    for (_, row), s in zip(cells, summaries):
+        values = re.findall(r"<td>(?:<strong>)?([^<]*)", row)
+        m = s["metrics"]
+        assert values[:4] == [f"{m[c]:.4f}" for c in ("accuracy", "balanced_accuracy",
+                                                      "macro_f1", "few_shot_accuracy")]
+    assert "12.3 s" in page and "3 min 20 s" in page
+
+
+def test_compare_rejects_bad_summaries(tmp_path):
+    with pytest.raises(ConfigError, match="summaries"):
+        write_compare_report(tmp_path, [])
+    with pytest.raises(ConfigError, match=r"summaries\[0\]"):
+        write_compare_report(tmp_path, [{"metrics": _metrics()}])
+    other = _metrics(names=["a", "b", "c", "d"])
+    with pytest.raises(DataError, match="other classes"):
+        write_compare_report(tmp_path, [{"strategy": "a", "metrics": _metrics()},
+                                        {"strategy": "b", "metrics": other}])
+
+
+# ------------------------------------------------------------------ browser
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({
+    images: Array.from(document.images).map(i => [i.complete, i.naturalWidth]),
+    bold: document.querySelectorAll("b").length,
+    scripts: document.scripts.length - 1,  // other than this probe
+    text: document.body.textContent.includes("<b>x</b>"),
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _open_in_chromium(page_path, tmp_path):
+    """Loads the page with a probe script; returns (probe result, console lines)."""
+    probe = page_path.with_name("probe_" + page_path.name)
+    probe.write_text(page_path.read_text().replace("</body>", _PROBE + "</body>"))
+    profile = tmp_path / f"profile_{page_path.stem}"
+    run = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=60)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', run.stdout, re.S)
+    assert found, f"no probe result; chromium said: {run.stderr[-2000:]}"
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    return json.loads(html.unescape(found.group(1))), console
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH "
+                    "(apt-get install chromium)")
+def test_report_renders_in_chromium(report, tmp_path):
+    result, console = _open_in_chromium(report[1], tmp_path)
+    assert len(result["images"]) == 4
+    assert all(done and width > 0 for done, width in result["images"]), result
+    assert result["bold"] == 0 and result["text"]  # the class name shows as text
+    assert result["scripts"] == 0  # nor did the config's <script> become one
+    assert console == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH "
+                    "(apt-get install chromium)")
+def test_chromium_probe_detects_a_broken_image_and_console_errors(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text('<!doctype html><html><body><b>x</b><img src="missing.png">'
+                    '<script>console.error("boom")</script></body></html>')
+    result, console = _open_in_chromium(page, tmp_path)
+    assert result["images"] == [[True, 0]]
+    assert result["bold"] == 1 and result["scripts"] == 1
+    assert any('"boom"' in line for line in console)
