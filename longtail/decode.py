@@ -1,0 +1,351 @@
+"""Decoding one sample file into a fixed-size NumPy image.
+
+JPEG goes through simplejpeg (libjpeg-turbo) and, when the target is at most
+half the source, is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) so most
+of the pixels are never computed; Pillow then resizes exactly. PNG, BMP, GIF
+(first frame), WebP, TIFF and CMYK JPEGs go through Pillow; ``.npy`` arrays
+through ``np.load(allow_pickle=False)``. The format is decided by the file's
+first bytes, not its extension.
+
+Every failure raises :class:`longtail.errors.DecodeError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+
+import numpy as np
+import simplejpeg
+from PIL import Image, ImageOps
+
+from longtail.errors import ConfigError, DecodeError
+
+__all__ = ["DecodeOptions", "decode_image", "read_image", "sniff_format"]
+
+COLOR_MODES = {"rgb": 3, "grayscale": 1, "rgba": 4}
+RESIZE_MODES = ("stretch", "crop", "pad")
+DTYPES = ("uint8", "float32")
+_PIL_MODE = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
+_JPEG_COLORSPACE = {"rgb": "RGB", "grayscale": "GRAY", "rgba": "RGBA"}
+# EXIF orientation -> Pillow transpose (as in PIL.ImageOps.exif_transpose).
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def _one_of(name, value, accepted):
+    if value not in accepted:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(accepted)}; got {value!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How to turn a file into an array.
+
+    Args:
+        image_size: ``(height, width)`` of the output, an int for a square, or
+            None to keep each image's own size.
+        color_mode: ``"rgb"`` (3 channels, alpha dropped as Keras does),
+            ``"grayscale"`` (1 channel, ITU-R 601 luma) or ``"rgba"``
+            (4 channels, opaque alpha added where missing).
+        resize: ``"stretch"`` (default, like Keras: ignore the aspect ratio),
+            ``"crop"`` (centre crop to the target aspect ratio, then resize)
+            or ``"pad"`` (resize to fit, centre, pad with zeros).
+        dtype: ``"uint8"`` or ``"float32"``; values stay in 0..255 either
+            way (scaling belongs in the model).
+        max_pixels: refuse images with more pixels than this (decompression
+            bomb guard); None for no limit. Pillow's own limit
+            (``PIL.Image.MAX_IMAGE_PIXELS``) still applies to non-JPEG files.
+    """
+
+    image_size: tuple[int, int] | None = None
+    color_mode: str = "rgb"
+    resize: str = "stretch"
+    dtype: str = "uint8"
+    max_pixels: int | None = 89_478_485
+
+    def __post_init__(self):
+        size = self.image_size
+        if size is not None:
+            if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+                size = (int(size), int(size))
+            ok = (isinstance(size, (tuple, list)) and len(size) == 2 and all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
+                for s in size))
+            if not ok:
+                raise ConfigError(
+                    "image_size must be None, a positive int or a (height, width) "
+                    f"pair of positive ints; got {self.image_size!r}"
+                )
+            object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
+        _one_of("color_mode", self.color_mode, tuple(COLOR_MODES))
+        _one_of("resize", self.resize, RESIZE_MODES)
+        _one_of("dtype", self.dtype, DTYPES)
+        mp = self.max_pixels
+        if mp is not None and (isinstance(mp, bool) or not isinstance(mp, (int, np.integer))
+                               or mp < 1):
+            raise ConfigError(f"max_pixels must be a positive int or None; got {mp!r}")
+
+    @property
+    def channels(self) -> int:
+        """Number of output channels: 3, 1 or 4."""
+        return COLOR_MODES[self.color_mode]
+
+
+def sniff_format(data: bytes) -> str:
+    """Names the format from the first bytes.
+
+    Returns:
+        One of ``"jpeg"``, ``"png"``, ``"gif"``, ``"bmp"``, ``"webp"``,
+        ``"tiff"``, ``"npy"`` or ``"unknown"``.
+    """
+    head = bytes(data[:12])
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:2] == b"BM":
+        return "bmp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:6] == b"\x93NUMPY":
+        return "npy"
+    return "unknown"
+
+
+def read_image(path, options: DecodeOptions) -> np.ndarray:
+    """Reads and decodes the file at ``path``; see :func:`decode_image`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DecodeError(path, f"cannot read the file ({e.strerror or e})") from e
+    return decode_image(data, options, path=path)
+
+
+def decode_image(data: bytes, options: DecodeOptions, path="<bytes>") -> np.ndarray:
+    """Decodes encoded bytes to an array of shape ``(h, w, channels)``.
+
+    Args:
+        data: the file's bytes (JPEG, PNG, BMP, GIF, WebP, TIFF or ``.npy``).
+        options: a :class:`DecodeOptions`.
+        path: the file name used in error messages.
+
+    Returns:
+        ``uint8`` or ``float32`` array, values in 0..255.
+
+    Raises:
+        DecodeError: empty, truncated, corrupt, unsupported or too large.
+    """
+    if not data:
+        raise DecodeError(path, "the file is empty")
+    kind = sniff_format(data)
+    try:
+        if kind == "jpeg":
+            out = _decode_jpeg(data, options, path)
+        elif kind == "npy":
+            out = _decode_npy(data, options, path)
+        else:
+            out = _decode_pillow(data, options, path)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DecodeError(path, f"too many pixels for Pillow ({e})") from e
+    except (ValueError, OSError, SyntaxError, EOFError, struct.error, IndexError,
+            TypeError) as e:
+        what = kind.upper() if kind != "unknown" else "image"
+        raise DecodeError(path, f"cannot decode {what}: {e}") from e
+    if options.dtype == "float32":
+        return out.astype(np.float32)
+    return out
+
+
+def _check_pixels(height, width, options, path):
+    if options.max_pixels is not None and height * width > options.max_pixels:
+        raise DecodeError(
+            path, f"image has {height}x{width} = {height * width} pixels, more than "
+            f"max_pixels={options.max_pixels}; raise max_pixels if the file is trusted"
+        )
+
+
+def _min_decode_size(height, width, options):
+    """Smallest (h, w) a scaled decode may produce and still resize exactly."""
+    if options.image_size is None:
+        return height, width
+    th, tw = options.image_size
+    if options.resize == "stretch":
+        return th, tw
+    if options.resize == "crop":
+        scale = max(th / height, tw / width)
+    else:  # pad
+        scale = min(th / height, tw / width)
+    return int(np.ceil(height * scale)), int(np.ceil(width * scale))
+
+
+def _jpeg_orientation(data: bytes) -> int:
+    """EXIF orientation (1..8) from a JPEG's APP1 segment, 1 if absent."""
+    i, n = 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            break
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[i + 10:i + 2 + length])
+        i += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    try:
+        end = {b"II": "<", b"MM": ">"}[bytes(tiff[:2])]
+        (ifd,) = struct.unpack_from(end + "I", tiff, 4)
+        (count,) = struct.unpack_from(end + "H", tiff, ifd)
+        for k in range(count):
+            tag, _, _, value = struct.unpack_from(end + "HHIH", tiff, ifd + 2 + 12 * k)
+            if tag == 0x0112:
+                return value if 1 <= value <= 8 else 1
+    except (KeyError, struct.error):
+        pass
+    return 1
+
+
+def _decode_jpeg(data, options, path):
+    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    _check_pixels(height, width, options, path)
+    if colorspace not in ("YCbCr", "Gray", "RGB"):  # CMYK, YCCK: Pillow knows Adobe's
+        return _decode_pillow(data, options, path)
+    orientation = _jpeg_orientation(data)
+    turned = orientation >= 5
+    if turned:
+        height, width = width, height
+    min_h, min_w = _min_decode_size(height, width, options)
+    if turned:
+        min_h, min_w = min_w, min_h
+    arr = simplejpeg.decode_jpeg(
+        data, colorspace=_JPEG_COLORSPACE[options.color_mode],
+        min_height=min_h, min_width=min_w)
+    if orientation == 1 and (options.image_size is None or
+                             arr.shape[:2] == options.image_size):
+        return arr
+    return _resize(_to_pil(arr).transpose(_ORIENT[orientation])
+                   if orientation != 1 else _to_pil(arr), options)
+
+
+def _to_pil(arr):
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def _resize(im: Image.Image, options) -> np.ndarray:
+    """Resizes a Pillow image per ``options`` and returns (h, w, c) array."""
+    if options.image_size is not None and im.size != options.image_size[::-1]:
+        th, tw = options.image_size
+        width, height = im.size
+        if options.resize == "stretch":
+            im = im.resize((tw, th), Image.Resampling.BILINEAR)
+        elif options.resize == "crop":
+            scale = max(th / height, tw / width)
+            ch, cw = th / scale, tw / scale
+            box = ((width - cw) / 2, (height - ch) / 2,
+                   (width + cw) / 2, (height + ch) / 2)
+            im = im.resize((tw, th), Image.Resampling.BILINEAR, box=box)
+        else:
+            scale = min(th / height, tw / width)
+            nh = min(th, max(1, round(height * scale)))
+            nw = min(tw, max(1, round(width * scale)))
+            inner = im.resize((nw, nh), Image.Resampling.BILINEAR)
+            im = Image.new(im.mode, (tw, th))
+            im.paste(inner, ((tw - nw) // 2, (th - nh) // 2))
+    arr = np.asarray(im)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _to_mode(im: Image.Image, color_mode: str) -> Image.Image:
+    """Converts any Pillow mode (16-bit, palette, CMYK, alpha) to the target."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im).astype(np.float64)
+        scale = 1.0 if mode == "F" else 257.0  # 16-bit full range -> 8-bit
+        im = Image.fromarray(np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8))
+    elif mode == "P" or mode == "PA":
+        im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+    elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa", "RGBX"):
+        im = im.convert("RGBA" if mode in ("La", "RGBa") else
+                        "L" if mode == "1" else "RGB")
+    target = _PIL_MODE[color_mode]
+    return im if im.mode == target else im.convert(target)
+
+
+def _decode_pillow(data, options, path):
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.UnidentifiedImageError as e:
+        raise DecodeError(
+            path, "not a recognised image (expected JPEG, PNG, BMP, GIF, WebP, TIFF "
+            f"or .npy; the file starts with {bytes(data[:8])!r})") from e
+    width, height = im.size
+    _check_pixels(height, width, options, path)
+    if im.format == "JPEG" and options.image_size is not None:
+        turned = im.getexif().get(0x0112, 1) >= 5
+        min_h, min_w = _min_decode_size(*((width, height) if turned else (height, width)),
+                                        options)
+        im.draft(im.mode, (min_h, min_w) if turned else (min_w, min_h))
+    im.load()
+    im = ImageOps.exif_transpose(im)
+    return _resize(_to_mode(im, options.color_mode), options)
+
+
+def _decode_npy(data, options, path):
+    arr = np.load(io.BytesIO(data), allow_pickle=False)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise DecodeError(
+            path, f"expected an (h, w) or (h, w, c) array with c in 1, 3, 4; "
+            f"got shape {arr.shape}")
+    _check_pixels(arr.shape[0], arr.shape[1], options, path)
+    if arr.dtype != np.uint8:
+        if arr.dtype.kind not in "biuf":
+            raise DecodeError(path, f"expected a numeric array; got dtype {arr.dtype}")
+        arr = arr.astype(np.float32)
+        if options.dtype == "uint8" and arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise DecodeError(
+                path, "array values outside 0..255 do not fit uint8; use dtype='float32'")
+    arr = _convert_channels(arr, options.channels)
+    if options.image_size is not None and arr.shape[:2] != options.image_size:
+        if arr.dtype == np.uint8:
+            arr = _resize(_to_pil(arr), options)
+        else:  # float planes, resized one by one in Pillow's "F" mode
+            arr = np.concatenate([_resize(Image.fromarray(arr[..., c]), options)
+                                  for c in range(arr.shape[-1])], axis=-1)
+    if arr.dtype != np.uint8 and options.dtype == "uint8":
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return arr
+
+
+def _convert_channels(arr, channels):
+    have = arr.shape[-1]
+    if have == channels:
+        return arr
+    if have == 4:
+        arr, have = arr[..., :3], 3
+        if channels == 3:
+            return arr
+    if channels == 1:  # 3 -> 1, ITU-R 601-2 luma as Pillow's "L"
+        luma = arr[..., :1] * 0.299 + arr[..., 1:2] * 0.587 + arr[..., 2:3] * 0.114
+        return np.rint(luma).astype(arr.dtype) if arr.dtype == np.uint8 else luma
+    if have == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    if channels == 4:
+        alpha = np.full(arr.shape[:2] + (1,), 255, arr.dtype)
+        arr = np.concatenate([arr, alpha], axis=-1)
+    return arr
