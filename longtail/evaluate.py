@@ -31,13 +31,18 @@ class EvaluationReport:
             from (the model's outputs, or adjusted logits when ``posthoc_tau``
             was given).
         y_pred: int64 array ``(n,)``, the argmax of ``y_score``.
+        logits: float array ``(n, k)``: the model's outputs as logits before
+            any adjustment (the log when the outputs are probabilities), fit
+            for :func:`longtail.posthoc.tune_tau`.
         class_names: The class names, in index order.
         posthoc_tau: The post-hoc adjustment strength applied, or None.
     """
 
-    def __init__(self, *, y_true, y_score, class_names, metrics: dict, posthoc_tau=None):
+    def __init__(self, *, y_true, y_score, class_names, metrics: dict, posthoc_tau=None,
+                 logits=None):
         self.y_true = np.asarray(y_true)
         self.y_score = np.asarray(y_score)
+        self.logits = self.y_score if logits is None else np.asarray(logits)
         self.class_names = list(class_names)
         self.posthoc_tau = posthoc_tau
         self._metrics = metrics
@@ -216,7 +221,8 @@ def evaluate(
             ``train_counts`` normalised.
         from_logits: Whether the model outputs logits. ``None`` decides from
             the outputs: rows in [0, 1] summing to 1 are probabilities, whose
-            log is taken before a post-hoc adjustment.
+            log is taken for ``report.logits`` and before a post-hoc
+            adjustment.
         batch_size: Batch size of the loader built for a ``Dataset``.
         steps: Stop after this many batches (default: all).
         shot_thresholds: See :func:`longtail.metrics.compute_metrics`.
@@ -256,17 +262,17 @@ def evaluate(
                       f"{len(data)}; metrics cover only those yielded", UserWarning,
                       stacklevel=2)
 
+    if from_logits is None:
+        from_logits = not _looks_like_probabilities(scores)
+    logits = scores if from_logits else np.log(np.clip(scores, 1e-12, None))
     if posthoc_tau is not None:
         p = _resolve_priors(priors, train_counts, class_names)
         from longtail.posthoc import adjust_logits
 
-        if from_logits is None:
-            from_logits = not _looks_like_probabilities(scores)
-        logits = scores if from_logits else np.log(np.clip(scores, 1e-12, None))
         scores = _to_numpy(adjust_logits(logits, p, float(posthoc_tau))).astype(np.float64)
 
     metrics = compute_metrics(y_true, scores, class_names, train_counts=train_counts,
                               shot_thresholds=shot_thresholds, top_k=top_k)
     metrics["posthoc_tau"] = None if posthoc_tau is None else float(posthoc_tau)
     return EvaluationReport(y_true=y_true, y_score=scores, class_names=class_names,
-                            metrics=metrics, posthoc_tau=posthoc_tau)
+                            metrics=metrics, posthoc_tau=posthoc_tau, logits=logits)

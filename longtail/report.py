@@ -16,7 +16,6 @@ import csv
 import html
 import io
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 

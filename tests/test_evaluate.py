@@ -124,8 +124,10 @@ def test_posthoc_on_probabilities_adjusts_their_log():
     model = _model("softmax")
     priors = np.array([0.7, 0.2, 0.05, 0.05])
     report = _quiet(model, _batches(x, y), priors=priors, posthoc_tau=0.5)
-    expected = np.log(model.predict(x, verbose=0)) - 0.5 * np.log(priors)
-    np.testing.assert_allclose(report.y_score, expected, rtol=1e-4, atol=1e-4)
+    log_p = np.log(model.predict(x, verbose=0))
+    np.testing.assert_allclose(report.y_score, log_p - 0.5 * np.log(priors), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(report.logits, log_p, rtol=1e-4, atol=1e-4)
 
 
 def test_posthoc_without_priors_is_refused():
