@@ -23,6 +23,9 @@ def atomic_path(path: str, suffix: str = ".tmp"):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix,
                                dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
     try:
         yield tmp
         with open(tmp, "rb") as f:

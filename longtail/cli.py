@@ -212,7 +212,7 @@ def cmd_evaluate(args) -> int:
                                 "config.json and val.parquet")
         val = evaluate(model, Dataset.load(val_path).loader(**loader_kw),
                        class_names=names, train_counts=counts)
-        tau, _ = tune_tau(val.y_score, val.y_true, counts)
+        tau, _ = tune_tau(val.logits, val.y_true, counts)
         print(f"tuned post-hoc tau on the validation split: {tau:g}")
     if tau is not None and counts is None:
         raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
@@ -244,8 +244,42 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from longtail._io import write_text
+    from longtail.predict import collect_inputs, predict_files
+
+    model_path, run = _run_of(args.model)
+    model = _load_model(model_path)
+    shape = model.inputs[0].shape
+    options = (run or {}).get("options", {})
+    k = model.outputs[0].shape[-1]
+    names = run["class_names"] if run else [str(i) for i in range(k)]
+    if args.posthoc_tau is not None and not run:
+        raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
+                            "training priors beside it")
+    paths = collect_inputs(args.inputs)
+    text, failed = predict_files(
+        model, paths, class_names=names,
+        image_size=options.get("image_size") or shape[1:3],
+        color_mode=options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(shape[-1], "rgb"),
+        priors=run["train_counts"] if run else None, posthoc_tau=args.posthoc_tau,
+        top_k=args.top_k, batch_size=args.batch_size)
+    if args.out:
+        write_text(args.out, text)
+        print(f"{args.out}: {len(paths)} rows ({len(paths) - len(failed)} predicted)",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if failed:
+        print(f"{len(failed)} unreadable inputs (rows with an error, no prediction):",
+              file=sys.stderr)
+        for path, reason in failed[:20]:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train,
-            "evaluate": cmd_evaluate, "compare": cmd_compare}
+            "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -312,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subtract T * log(training priors) from the logits")
     p.add_argument("--tune-tau", action="store_true",
                    help="pick the post-hoc tau with the best validation balanced accuracy")
+    p.add_argument("--batch-size", type=int, default=64)
+
+    p = sub.add_parser("predict", help="predict classes of files, folders or a manifest")
+    p.add_argument("model", metavar="MODEL", help="a .keras file or a run folder")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="image files, folders (searched recursively) or manifests")
+    p.add_argument("--posthoc-tau", type=float, default=None, metavar="T")
+    p.add_argument("--top-k", type=int, default=1, metavar="K")
+    p.add_argument("--out", default=None, help="CSV file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=64)
 
     p = sub.add_parser("compare", help="train several strategies on one split, side by side")

@@ -1,6 +1,10 @@
 import os
 
-import pytest
+# Tests run on JAX unless a test starts its own process with another backend
+# (a user's ~/.keras/keras.json must not pick the backend for the suite).
+os.environ["KERAS_BACKEND"] = os.environ.get("LONGTAIL_TEST_BACKEND", "jax")
+
+import pytest  # noqa: E402
 
 
 def make_tree(root, counts, ext="png", nested=True):
@@ -16,3 +20,34 @@ def make_tree(root, counts, ext="png", nested=True):
 @pytest.fixture
 def tree(tmp_path):
     return make_tree(tmp_path / "data", {"dog": 30, "cat": 6, "Zebra": 3})
+
+
+def make_images(root, counts, size=8, seed=0, spread=1.0):
+    """PNG images whose class is their colour, blurred by a per-image offset.
+
+    Class ``c`` has a mean colour on a circle in RGB space; each image adds a
+    random colour offset (``spread`` times the distance between neighbouring
+    classes) and a little pixel noise, so classes overlap and the class prior
+    matters for the best decision.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    k = len(counts)
+    angles = 2 * np.pi * np.arange(k) / k
+    means = np.stack([128 + 70 * np.cos(angles), 128 + 70 * np.sin(angles),
+                      np.full(k, 128.0)], axis=1)
+    step = 70 * 2 * np.sin(np.pi / k)
+    for c, n in enumerate(counts):
+        folder = os.path.join(root, f"class_{c}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(n):
+            colour = means[c] + rng.normal(0, spread * step / 2, 3)
+            pixels = colour + rng.normal(0, 8, (size, size, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                os.path.join(folder, f"{i:04d}.png"))
+    return str(root)
+
+
+LT_COUNTS = (200, 115, 65, 37, 21, 12, 7, 4)  # 8 classes, imbalance ratio 50

@@ -1,0 +1,128 @@
+"""``longtail predict``: class predictions for files, folders or a manifest.
+
+Inputs are decoded in parallel threads with the loader's decoder and fed to
+the model batch by batch, so memory stays bounded whatever the number of
+inputs. Every input gets one row; an unreadable one gets an empty prediction
+and its error in the ``error`` column, and is listed at the end, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from longtail.errors import DataError, DecodeError
+
+__all__ = ["collect_inputs", "predict_files"]
+
+
+def collect_inputs(inputs: Sequence[str], extensions=None) -> list[str]:
+    """Expands files, folders (searched recursively) and manifests into paths.
+
+    Args:
+        inputs: Image files, folders, or ``.csv``/``.parquet`` manifests
+            with a ``path`` column.
+        extensions: Accepted image extensions for folders (default as
+            :meth:`longtail.Dataset.from_directory`).
+    """
+    from longtail.dataset import Dataset
+    from longtail.sources.directory import DEFAULT_EXTENSIONS
+
+    exts = {e.lower().lstrip(".") for e in (extensions or DEFAULT_EXTENSIONS)}
+    paths: list[str] = []
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found = []
+            for folder, dirs, files in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(folder, f) for f in sorted(files)
+                          if not f.startswith(".") and f.rpartition(".")[2].lower() in exts]
+            paths += found
+        elif item.lower().endswith((".csv", ".tsv", ".parquet", ".pq")):
+            table = Dataset.from_table(item)
+            if table.kind != "files":
+                raise DataError(f"{item}: a manifest for predict needs a path column")
+            paths += table.paths.tolist()
+        elif os.path.exists(item):
+            paths.append(os.path.abspath(item))
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not paths:
+        raise DataError(f"no image files found in {', '.join(map(str, inputs))}")
+    return paths
+
+
+def _batches(paths, options, batch_size, workers) -> Iterator[tuple[list, np.ndarray, list]]:
+    """Yields (paths, decoded stack or None, errors) per batch, decoding ahead."""
+    from longtail.decode import read_image
+
+    def load(path):
+        try:
+            return read_image(path, options), None
+        except DecodeError as e:
+            return None, e.reason
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+        pending = [pool.map(load, chunk) for chunk in chunks[:2]]
+        for n, chunk in enumerate(chunks):
+            results = list(pending.pop(0))
+            if n + 2 < len(chunks):
+                pending.append(pool.map(load, chunks[n + 2]))
+            images = [im for im, _ in results if im is not None]
+            yield chunk, (np.stack(images) if images else None), [err for _, err in results]
+
+
+def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
+                  image_size, color_mode="rgb", priors=None, posthoc_tau=None, top_k=1,
+                  batch_size=64, workers=None) -> tuple[str, list[tuple[str, str]]]:
+    """Predicts every path; returns the CSV text and the unreadable inputs.
+
+    Columns: ``path, predicted, probability`` then ``top{i}, top{i}_probability``
+    for i in 2..top_k, then ``error`` (empty when the input was read).
+    """
+    from longtail.decode import DecodeOptions
+    from longtail.posthoc import adjust_logits
+
+    options = DecodeOptions(image_size=tuple(image_size), color_mode=color_mode)
+    k = len(class_names)
+    top_k = max(1, min(int(top_k), k))
+    header = ["path", "predicted", "probability"]
+    for i in range(2, top_k + 1):
+        header += [f"top{i}", f"top{i}_probability"]
+    header.append("error")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    failed = []
+    workers = workers or os.cpu_count() or 1
+    for chunk, x, errors in _batches(list(paths), options, batch_size, workers):
+        probs = None
+        if x is not None:
+            logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+            if np.all(logits >= 0) and np.allclose(logits.sum(axis=1), 1.0, atol=1e-4):
+                logits = np.log(np.maximum(logits, 1e-12))  # a softmax model
+            if posthoc_tau:
+                logits = adjust_logits(logits, priors, posthoc_tau)
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+        row_of = iter(range(len(chunk)))
+        for path, error in zip(chunk, errors):
+            if error is not None:
+                failed.append((path, error))
+                writer.writerow([path] + [""] * (len(header) - 2) + [error])
+                continue
+            p = probs[next(row_of)]
+            order = np.argsort(-p)[:top_k]
+            cells = [path]
+            for c in order:
+                cells += [class_names[c], f"{p[c]:.6f}"]
+            writer.writerow(cells + [""])
+    return out.getvalue(), failed
