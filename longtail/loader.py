@@ -183,6 +183,11 @@ class Loader(DataAdapter):
         self._local_length = -(-total // count)  # shard() pads to equal lengths
         full, part = divmod(self._local_length, self._batch_size)
         self._num_batches = full if self.drop_remainder or not part else full + 1
+        if self._num_batches == 0:
+            raise ConfigError(
+                f"batch_size={self._batch_size} leaves no batch: an epoch has "
+                f"{self._local_length} samples on this host and drop_remainder="
+                f"{self.drop_remainder}; use a smaller batch_size or drop_remainder=False")
         self.errors: list[DecodeError] = []
         self.skipped = 0
         self._bad: set[int] = set()
@@ -313,10 +318,9 @@ class Loader(DataAdapter):
         """A Grain iterator over batches ``start..`` of ``epoch``."""
         ds = grain.MapDataset.range(start, self._num_batches).map(
             lambda b: self._make_batch(epoch, b))
-        if self.num_workers == 0 or self.prefetch == 0:
-            return iter(ds)
+        threads = self.num_workers if self.prefetch else 0
         return iter(ds.to_iter_dataset(grain.ReadOptions(
-            num_threads=self.num_workers, prefetch_buffer_size=self.prefetch)))
+            num_threads=threads, prefetch_buffer_size=self.prefetch if threads else 0)))
 
     def _batches(self, rolling: bool):
         epoch, b = self._cursor

@@ -213,6 +213,7 @@ def test_features_stream_float32_rows():
     ({"sampling": "balance"}, "sampling must be one of"),
     ({"shard": (3, 2)}, "shard index"),
     ({"resize": "fit"}, "resize must be one of stretch, crop, pad"),
+    ({"batch_size": 100}, "batch_size=100 leaves no batch"),
 ])
 def test_bad_arguments_are_refused(ds, kw, message):
     args = {"batch_size": 4, "image_size": 8, **kw}

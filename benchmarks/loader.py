@@ -1,0 +1,236 @@
+"""Loader throughput and memory: longtail vs tf.data vs a hand-written PyDataset.
+
+Run: ``python -m benchmarks.loader [--images 3000] [--classes 5] [--root DIR]
+[--sizes 224,64] [--batch-size 32] [--stream-epochs 8]``
+
+Generates a folder-per-class tree of JPEGs (500x375, quality 90, random
+images with the 1/f spectrum of photographs, about 90 KB each) unless
+``--root`` already holds one, then measures, each in a fresh subprocess (``KERAS_BACKEND=jax``; ``tensorflow`` for
+tf.data) on a warm page cache:
+
+- ``longtail``: ``Dataset.from_directory(root).loader(batch_size,
+  image_size=(s, s), sampling="shuffle")``, threads = cores;
+- ``tf.data``: ``keras.utils.image_dataset_from_directory(root,
+  image_size=(s, s), batch_size)`` then ``.prefetch(tf.data.AUTOTUNE)``;
+- ``PyDataset``: a ``keras.utils.PyDataset`` whose ``__getitem__`` opens each
+  file with Pillow, converts to RGB, resizes and stacks, as hand-written
+  generators do, with ``workers`` = cores (threads), fed through Keras' own
+  PyDataset adapter as ``fit`` does.
+
+Each candidate runs one warm-up epoch, then one timed epoch; it reports
+images per second of the timed epoch, the process' peak RSS and its RSS
+after the imports, before the pipeline was built. tf.data batches are
+consumed as TF tensors (no NumPy conversion), which favours tf.data. A last run streams longtail for
+``--stream-epochs`` epochs and samples RSS to show it stays flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CANDIDATES = ("longtail", "tf.data", "PyDataset")
+IMPORTS = {"longtail": ("longtail.loader",), "tf.data": ("tensorflow", "keras"),
+           "PyDataset": ("keras", "PIL.Image")}
+
+
+def natural_image(rng, height=375, width=500, beta=1.2) -> np.ndarray:
+    """Random RGB image with a natural-image spectrum (amplitude ~ 1/f**beta)."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / max(height, width)) ** beta
+    amplitude[0, 0] = 0.0
+
+    def field():
+        phase = np.exp(2j * np.pi * rng.random(amplitude.shape))
+        return np.fft.irfft2(amplitude * phase, s=(height, width))
+
+    shared = field()  # colour channels are strongly correlated in photos
+    channels = [0.8 * shared + 0.2 * field() for _ in range(3)]
+    image = np.stack([(c - c.mean()) / c.std() for c in channels], -1)
+    return np.clip(image * 50 + rng.uniform(80, 176, 3), 0, 255).astype(np.uint8)
+
+
+def make_tree(root: str, images: int, classes: int, seed: int = 0) -> None:
+    """Long-tailed folder tree of 500x375 JPEGs at quality 90 (~90 KB each)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shares = 10.0 ** (-np.arange(classes) / max(classes - 1, 1))
+    counts = np.maximum(1, np.round(images * shares / shares.sum())).astype(int)
+    for c, n in enumerate(counts):
+        folder = os.path.join(root, f"class_{c}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(natural_image(rng)).save(
+                os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _longtail(root, size, batch_size):
+    import longtail as lt
+
+    loader = lt.Dataset.from_directory(root, progress=False).loader(
+        batch_size=batch_size, image_size=(size, size), sampling="shuffle",
+        drop_remainder=False)
+    return lambda: iter(loader)
+
+
+def _tfdata(root, size, batch_size):
+    import keras
+    import tensorflow as tf
+
+    ds = keras.utils.image_dataset_from_directory(
+        root, image_size=(size, size), batch_size=batch_size, verbose=False)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return lambda: iter(ds)
+
+
+def _pydataset(root, size, batch_size):
+    import keras
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+    from PIL import Image
+
+    paths, labels = [], []
+    for c, name in enumerate(sorted(os.listdir(root))):
+        for file in sorted(os.listdir(os.path.join(root, name))):
+            paths.append(os.path.join(root, name, file))
+            labels.append(c)
+    labels = np.array(labels)
+
+    class Generator(keras.utils.PyDataset):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.order = np.random.default_rng(0).permutation(len(paths))
+
+        def __len__(self):
+            return -(-len(paths) // batch_size)
+
+        def __getitem__(self, i):
+            idx = self.order[i * batch_size:(i + 1) * batch_size]
+            x = np.stack([np.asarray(Image.open(paths[j]).convert("RGB").resize((size, size)))
+                          for j in idx])
+            return x, labels[idx]
+
+    adapter = PyDatasetAdapter(Generator(workers=os.cpu_count()), shuffle=False)
+
+    def epoch():
+        adapter.on_epoch_begin()
+        yield from adapter.get_numpy_iterator()
+        adapter.on_epoch_end()
+
+    return epoch
+
+
+def run_one(candidate: str, root: str, size: int, batch_size: int) -> dict:
+    build = {"longtail": _longtail, "tf.data": _tfdata, "PyDataset": _pydataset}[candidate]
+    for module in IMPORTS[candidate]:  # libraries count in "before", pipelines not
+        importlib.import_module(module)
+    before = rss_mb()
+    epoch = build(root, size, batch_size)
+    for _ in epoch():  # warm-up epoch: imports, thread pools, page cache
+        pass
+    start, images = time.perf_counter(), 0
+    for batch in epoch():
+        images += len(batch[1])
+    seconds = time.perf_counter() - start
+    return {"candidate": candidate, "size": size, "images": images, "seconds": seconds,
+            "images_per_s": images / seconds, "rss_before_mb": before,
+            "peak_rss_mb": peak_mb()}
+
+
+def stream(root: str, size: int, batch_size: int, epochs: int) -> dict:
+    """RSS while longtail streams many epochs (far more pixels than RAM it uses)."""
+    import longtail as lt
+
+    ds = lt.Dataset.from_directory(root, progress=False)
+    loader = ds.loader(batch_size=batch_size, image_size=(size, size), sampling="balanced")
+    samples, images = [], 0
+    for _ in range(epochs):
+        for x, y in loader:
+            images += len(y)
+        samples.append(rss_mb())
+    return {"images": images, "rss_mb": samples,
+            "decoded_gb": images * size * size * 3 / 2**30,
+            "loader_budget_mb": loader.prefetch * batch_size * size * size * 3 / 2**20}
+
+
+def _child(args) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
+           "KERAS_BACKEND": "tensorflow" if args[0] == "tf.data" else "jax"}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.loader", "--child", json.dumps(args)],
+                         env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{args[0]} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--sizes", default="224,64")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--stream-epochs", type=int, default=8)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        result = (stream(*spec[1:]) if spec[0] == "stream" else run_one(*spec))
+        print(json.dumps(result))
+        return
+    root = args.root or os.path.join(tempfile.gettempdir(), "longtail-bench-jpeg")
+    if not os.path.isdir(root) or not os.listdir(root):
+        print(f"generating {args.images} JPEGs in {root} ...", flush=True)
+        make_tree(root, args.images, args.classes)
+    files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+    size_mb = sum(os.path.getsize(f) for f in files) / 2**20
+    for f in files:  # warm the page cache for every candidate alike
+        with open(f, "rb") as handle:
+            handle.read()
+    print(f"{len(files)} JPEGs, {size_mb:.0f} MB, in {root}; {os.cpu_count()} cores; "
+          f"batch size {args.batch_size}\n")
+    header = (f"{'size':>5} {'loader':<10} {'images/s':>9} {'vs tf.data':>10} "
+              f"{'vs PyDataset':>12} {'peak RSS MB':>11} {'RSS before MB':>13}")
+    print(header)
+    print("-" * len(header))
+    for size in (int(s) for s in args.sizes.split(",")):
+        rows = {c: _child([c, root, size, args.batch_size]) for c in CANDIDATES}
+        for c in CANDIDATES:
+            r = rows[c]
+            print(f"{size:>5} {c:<10} {r['images_per_s']:>9.0f} "
+                  f"{r['images_per_s'] / rows['tf.data']['images_per_s']:>9.2f}x "
+                  f"{r['images_per_s'] / rows['PyDataset']['images_per_s']:>11.2f}x "
+                  f"{r['peak_rss_mb']:>11.0f} {r['rss_before_mb']:>13.0f}", flush=True)
+    if args.stream_epochs:
+        size = int(args.sizes.split(",")[0])
+        s = _child(["stream", root, size, args.batch_size, args.stream_epochs])
+        rss = s["rss_mb"]
+        print(f"\nstream: longtail, balanced, {size}x{size}, {args.stream_epochs} epochs, "
+              f"{s['images']} images = {s['decoded_gb']:.1f} GB of decoded pixels "
+              f"(prefetch budget {s['loader_budget_mb']:.0f} MB)")
+        print("RSS after each epoch, MB: " + ", ".join(f"{v:.0f}" for v in rss))
+        print(f"growth from epoch 1 to epoch {len(rss)}: {rss[-1] - rss[0]:+.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
