@@ -25,8 +25,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"longtail: error: {message}\n")
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", metavar="DATA",
+def _add_data_options(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument("data", metavar="DATA", nargs="?" if optional else None,
                    help="folder with one sub-folder per class, a .csv/.parquet table or "
                         "manifest, or a cache folder")
     p.add_argument("--label-column", default=None, help="table label column (default: label)")
@@ -198,7 +198,7 @@ def cmd_evaluate(args) -> int:
                       follow_symlinks=args.follow_symlinks or None, class_names=names)
     options = (run or {}).get("options", {})
     loader_kw = {"label_mode": "int", "batch_size": args.batch_size, "sampling": "sequential"}
-    if ds.kind == "files":
+    if ds.kind != "features":  # files, or a cache (which checks the size)
         shape = model.inputs[0].shape
         loader_kw["image_size"] = tuple(options.get("image_size") or shape[1:3])
         loader_kw["color_mode"] = options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(
@@ -278,8 +278,54 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from longtail.cache import build_cache, check_cache
+    from longtail.errors import ConfigError
+
+    if args.check:
+        if args.data or args.out:
+            raise ConfigError("--check CACHE takes no DATA and no --out")
+        result = check_cache(args.check)
+        print(f"{args.check}: {result.rows} cached rows; {len(result.changed)} sources changed "
+              f"(size or modification time), {len(result.missing)} missing")
+        for label, paths in (("changed", result.changed), ("missing", result.missing)):
+            for path in paths[:20]:
+                print(f"  {label}: {path}")
+            if len(paths) > 20:
+                print(f"  ... and {len(paths) - 20} more {label}")
+        return 0 if result.ok else 1
+    for value, what in ((args.data, "DATA (or --check CACHE)"), (args.out, "--out CACHE"),
+                        (args.image_size, "--image-size (N or HxW, e.g. 64)")):
+        if value is None:
+            raise ConfigError(f"cache: {what} is required")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = build_cache(
+            args.data, args.out, image_size=args.image_size, format=args.format,
+            quality=args.quality, color_mode=args.color_mode, resize=args.resize,
+            shard=args.shard, workers=args.workers, rows_per_shard=args.rows_per_shard,
+            label_column=args.label_column, path_column=args.path_column,
+            weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None)
+    for w in caught:
+        print(f"longtail: warning: {w.message}", file=sys.stderr)
+    done = (f"{result.images} images written in {result.shards_built} shards, "
+            f"{result.shards_reused} complete shards kept")
+    if result.complete:
+        m = result.manifest
+        h, w = m["image_size"]
+        size = sum(f["bytes"] for s in m["shards"] for f in s["files"].values())
+        print(f"{args.out}: {m['num_rows']} rows, {m['format']} {h}x{w} {m['color_mode']}, "
+              f"{len(m['shards'])} shards, {size / 2**20:.1f} MB ({done})")
+    else:
+        print(f"{args.out}: part {args.shard} done ({done}); waiting for "
+              f"{len(result.missing_shards)} shards of the other parts; the cache opens once "
+              "every part is built")
+    return 0
+
+
 COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train,
-            "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict}
+            "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict,
+            "cache": cmd_cache}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -363,6 +409,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated strategies, e.g. none,class-weight,logit-adjust")
     p.add_argument("--test", default=None, metavar="DATA",
                    help="held-out DATA to measure on (default: the validation split)")
+
+    p = sub.add_parser("cache", help="decode DATA once into a fixed-size cache (itself a DATA)",
+                       description="longtail cache DATA --out CACHE --image-size S, or "
+                                   "longtail cache --check CACHE (exit 1 if sources changed)")
+    _add_data_options(p, optional=True)
+    p.add_argument("--out", default=None, metavar="CACHE",
+                   help="cache folder: new, or a cache to resume or repair")
+    p.add_argument("--image-size", default=None, help="N or HxW (height x width)")
+    p.add_argument("--format", default="raw", choices=("raw", "jpeg"),
+                   help="raw: uint8 arrays, memory-mapped; jpeg: re-encoded at the size, "
+                        "~10x smaller (default raw)")
+    p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
+    p.add_argument("--color-mode", default="rgb", choices=("rgb", "grayscale", "rgba"))
+    p.add_argument("--resize", default="stretch", choices=("stretch", "crop", "pad"))
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="build part I of N (machines sharing CACHE each build one part)")
+    p.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
+    p.add_argument("--rows-per-shard", type=int, default=None,
+                   help="images per shard (default: about 64 MB of pixels)")
+    p.add_argument("--check", default=None, metavar="CACHE",
+                   help="report sources changed or missing since they were cached")
 
     p = sub.add_parser("demo", help="build Digits-LT and show what balancing does")
     p.add_argument("--out", default="longtail-demo", help="output folder")

@@ -39,7 +39,9 @@ class Dataset:
         class_names: Class names; a label is an index into this list.
         labels: int32 array of class indices, one per sample.
         weights: float32 per-sample weights, or None.
-        kind: ``"files"`` (paths to decode) or ``"features"`` (numeric rows).
+        kind: ``"files"`` (paths to decode), ``"features"`` (numeric rows)
+            or ``"cache"`` (rows of a :mod:`longtail.cache`; :attr:`paths`
+            are the source files, :attr:`cache_rows` the rows to read).
     """
 
     def __init__(
@@ -52,6 +54,8 @@ class Dataset:
         features: np.ndarray | None = None,
         feature_names: Sequence[str] | None = None,
         weights: np.ndarray | None = None,
+        cache=None,
+        cache_rows: np.ndarray | None = None,
     ):
         if (paths is None) == (features is None):
             raise DataError("a Dataset holds either paths or features, exactly one of them")
@@ -64,9 +68,14 @@ class Dataset:
         self.feature_names = None if feature_names is None else list(feature_names)
         self.weights = _readonly(
             None if weights is None else np.ascontiguousarray(weights, dtype=np.float32))
+        if (cache is None) != (cache_rows is None) or (cache is not None and paths is None):
+            raise DataError("a cache Dataset needs `cache`, `cache_rows` and the source `paths`")
+        self.cache = cache
+        self.cache_rows = _readonly(
+            None if cache_rows is None else np.ascontiguousarray(cache_rows, dtype=np.int64))
         n = len(self.labels)
         for name, array in (("paths", paths), ("features", self.features),
-                            ("weights", self.weights)):
+                            ("weights", self.weights), ("cache_rows", self.cache_rows)):
             if array is not None and len(array) != n:
                 raise DataError(f"`{name}` has {len(array)} rows but there are {n} labels")
         if len(set(self.class_names)) != len(self.class_names):
@@ -76,7 +85,8 @@ class Dataset:
                 f"labels must be in 0..{len(self.class_names) - 1}; "
                 f"got {self.labels.min()}..{self.labels.max()}"
             )
-        self.kind = "files" if paths is not None else "features"
+        self.kind = "cache" if cache is not None else \
+            "files" if paths is not None else "features"
 
     # ----------------------------------------------------------------- builders
     @classmethod
@@ -146,8 +156,11 @@ class Dataset:
             class_names: Explicit class list; by default the sorted distinct
                 labels (or ``0..max`` for integer labels).
         """
+        from longtail.cache import is_cache_manifest, load_split
         from longtail.sources.table import read_table
 
+        if is_cache_manifest(file):  # rows of a cache: read them from the cache
+            return load_split(file, class_names=class_names)
         data = read_table(
             file, label_column=label_column, path_column=path_column,
             weight_column=weight_column,
@@ -226,7 +239,8 @@ class Dataset:
 
         Args:
             data: A folder with one sub-folder per class, a table or manifest
-                file (``.csv``, ``.tsv``, ``.parquet``), or a Dataset.
+                file (``.csv``, ``.tsv``, ``.parquet``), a cache folder
+                (``longtail cache``), or a Dataset.
             **options: Passed to :meth:`from_directory` (``extensions``,
                 ``follow_symlinks``) or :meth:`from_table` (``label_column``,
                 ``path_column``, ``weight_column``); options that do not apply
@@ -235,6 +249,12 @@ class Dataset:
         if isinstance(data, Dataset):
             return data
         path = os.fspath(data)
+        from longtail.cache import is_cache
+
+        if is_cache(path):
+            from longtail.cache import open_cache
+
+            return open_cache(path).dataset(class_names=options.get("class_names"))
         if os.path.isdir(path):
             keys = ("extensions", "follow_symlinks", "class_names", "progress")
             return cls.from_directory(path, **{k: v for k, v in options.items()
@@ -319,6 +339,8 @@ class Dataset:
             features=None if self.features is None else self.features[indices],
             feature_names=self.feature_names,
             weights=None if self.weights is None else self.weights[indices],
+            cache=self.cache,
+            cache_rows=None if self.cache_rows is None else self.cache_rows[indices],
         )
 
     def split(self, val: float = 0.2, test: float = 0.0, seed: int = 0) -> tuple["Dataset", ...]:
@@ -372,6 +394,16 @@ class Dataset:
             columns.append(pa.array(self.weights))
             names.append("weight")
             meta["weight_column"] = "weight"
+        if self.cache is not None:  # rows of a cache: its folder and the row indices
+            columns.append(pa.array(self.cache_rows))
+            names.append("row")
+            cache_root = self.cache.root
+            if relative_to is not None:
+                try:
+                    cache_root = os.path.relpath(cache_root, relative_to)
+                except ValueError:
+                    pass
+            meta["cache"] = cache_root
         table = pa.table(columns, names=names)
         return table.replace_schema_metadata({b"longtail": json.dumps(meta).encode()})
 
@@ -403,5 +435,9 @@ class Dataset:
             return False
         if self.kind == "features":
             return np.array_equal(self.features, other.features)
+        if self.kind == "cache" and not (
+                os.path.realpath(self.cache.root) == os.path.realpath(other.cache.root)
+                and np.array_equal(self.cache_rows, other.cache_rows)):
+            return False
         return bool(np.array_equal(self.paths, other.paths))
 

@@ -178,6 +178,8 @@ class Loader(DataAdapter):
         self._num_classes = len(dataset.class_names)
         self._row_weights = getattr(dataset, "weights", None)
         self._kind = dataset.kind
+        if self._kind == "cache":  # rows come decoded from the cache, at its size
+            self.options, self._read_cache = dataset.cache.reader(self.options)
         total = self.sampler_.length(self._labels)
         count = self.shard[1]
         self._local_length = -(-total // count)  # shard() pads to equal lengths
@@ -234,6 +236,9 @@ class Loader(DataAdapter):
         if self._kind == "features":
             rows = idx
             x = np.asarray(self.dataset.features[idx], dtype=np.float32)
+        elif self._kind == "cache":
+            rows = idx
+            x = self._read_cache(self.dataset.cache_rows[idx])
         else:
             rows = idx.copy()
             images = []
