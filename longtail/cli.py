@@ -176,10 +176,10 @@ def _run_of(model_path: str) -> tuple[str, dict | None]:
 
 
 def _load_model(path: str):
-    import keras
+    from longtail.models import load_model
 
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return load_model(path)
     except Exception as e:  # Keras raises many kinds for a bad file
         raise LongtailError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from e
 

@@ -107,9 +107,9 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         started = time.perf_counter()
         complete = os.path.exists(os.path.join(run_dir, "metrics.json"))
         if complete:
-            import keras
+            from longtail.models import load_model
 
-            model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+            model = load_model(os.path.join(run_dir, "model.keras"))
         else:
             resume = os.path.exists(os.path.join(run_dir, "checkpoints", "state.json"))
             result = train(train_path, run_dir, resume=resume, verbose=verbose, balance=name,

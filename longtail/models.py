@@ -15,7 +15,8 @@ import numpy as np
 
 from longtail.errors import ConfigError
 
-__all__ = ["MODELS", "AUGMENTATIONS", "build_model", "load_user_model", "resolve_augment"]
+__all__ = ["MODELS", "AUGMENTATIONS", "build_model", "load_model", "load_user_model",
+           "resolve_augment"]
 
 #: Augmentations that ``augment`` accepts, comma-separated.
 AUGMENTATIONS = ("flip", "crop", "none")
@@ -53,13 +54,18 @@ def _image_input(keras, input_shape, augment: tuple[str, ...], seed: int):
 
 
 def small_cnn(input_shape, num_classes, *, augment=(), output_bias=None, seed=0, width=32):
-    """Three conv blocks and global pooling: fast on a CPU, the default for images."""
+    """Three conv blocks and global pooling: fast on a CPU, the default for images.
+
+    Batch normalisation uses momentum 0.9 (Keras' default is 0.99): with the
+    few hundred steps of a small or heavily re-sampled dataset, 0.99 leaves
+    the moving statistics near their initial values and inference collapses.
+    """
     import keras
 
     inputs, x = _image_input(keras, input_shape, augment, seed)
     for i, filters in enumerate((width, 2 * width, 4 * width)):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.ReLU()(x)
         if min(x.shape[1], x.shape[2]) >= 4:
             x = keras.layers.MaxPooling2D(2)(x)
@@ -76,7 +82,7 @@ def resnet(input_shape, num_classes, *, augment=(), output_bias=None, seed=0, wi
     inputs, x = _image_input(keras, input_shape, augment, seed)
     stem_stride = 2 if min(input_shape[0], input_shape[1]) >= 96 else 1
     x = layers.Conv2D(width, 3, strides=stem_stride, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
     x = layers.ReLU()(x)
     for stage, count in enumerate(blocks):
         filters = width * 2 ** stage
@@ -84,13 +90,13 @@ def resnet(input_shape, num_classes, *, augment=(), output_bias=None, seed=0, wi
             stride = 2 if stage > 0 and b == 0 else 1
             shortcut = x
             y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-            y = layers.BatchNormalization()(y)
+            y = layers.BatchNormalization(momentum=0.9)(y)
             y = layers.ReLU()(y)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-            y = layers.BatchNormalization(gamma_initializer="zeros")(y)
+            y = layers.BatchNormalization(momentum=0.9, gamma_initializer="zeros")(y)
             if stride != 1 or shortcut.shape[-1] != filters:
                 shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
-                shortcut = layers.BatchNormalization()(shortcut)
+                shortcut = layers.BatchNormalization(momentum=0.9)(shortcut)
             x = layers.ReLU()(layers.Add()([shortcut, y]))
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, _head(keras, x, num_classes, output_bias), name="resnet")
@@ -129,6 +135,15 @@ def build_model(name: str, input_shape, num_classes: int, **options):
     return MODELS[name](input_shape, num_classes, **options)
 
 
+def load_model(path: str, compile: bool = True):
+    """Loads a ``.keras`` model in safe mode, with longtail's losses registered."""
+    import keras
+
+    import longtail.losses  # noqa: F401  (registers the losses for deserialisation)
+
+    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+
+
 def load_user_model(path: str, num_classes: int):
     """Loads a user's ``.keras`` model in safe mode and checks its output size."""
     import os
@@ -138,7 +153,7 @@ def load_user_model(path: str, num_classes: int):
     if not os.path.isfile(path):
         raise ConfigError(f"--model {path}: no such file")
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = load_model(path, compile=False)
     except Exception as e:  # Keras raises many kinds for a bad file
         raise ConfigError(f"--model {path}: cannot load a Keras model: {e}") from e
     outputs = model.outputs[0].shape[-1] if model.outputs else None

@@ -224,7 +224,7 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
 
 
 def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
-          **options) -> TrainResult:
+          callbacks: list | None = None, **options) -> TrainResult:
     """Trains a classifier on DATA with a balancing strategy.
 
     Args:
@@ -233,6 +233,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         resume: Continue the run in ``out`` from its last checkpoint (its
             ``config.json`` options are used) to the planned epochs.
         verbose: Keras verbosity (``"auto"``, 0, 1 or 2).
+        callbacks: Extra Keras callbacks, run after longtail's own (so they
+            see ``val_balanced_accuracy`` and ``val_macro_f1``).
         **options: :class:`TrainConfig` fields: ``balance`` (none,
             class-weight, effective-weight, resample, sqrt-resample, focal,
             logit-adjust, balanced-softmax, ldam-drw), ``epochs``,
@@ -289,7 +291,9 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         with open(state_path, encoding="utf-8") as f:
             state = json.load(f)
         initial_epoch, history_rows = state["epochs_done"], state["history"]
-        model = keras.saving.load_model(os.path.join(out, "checkpoints", _LAST))
+        from longtail.models import load_model
+
+        model = load_model(os.path.join(out, "checkpoints", _LAST))
     else:
         model = _build(config, train_ds, strategy, len(train_loader))
 
@@ -305,6 +309,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         val_ds.save(os.path.join(out, "val.parquet"))  # for evaluate --tune-tau
         write_json(os.path.join(out, "config.json"), run_config)
 
+    extra_callbacks = list(callbacks or [])
     callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
     if strategy.callbacks is not None:
         callbacks += strategy.callbacks(train_ds.class_counts, config.epochs,
@@ -315,13 +320,15 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             restore_best_weights=True))
     if out is not None:
         callbacks.append(_checkpoint_callback(out, history_rows))
+    callbacks += extra_callbacks
 
     if hasattr(train_loader, "set_epoch"):
         train_loader.set_epoch(initial_epoch)
     started = time.perf_counter()
+    fit_history = {}
     if initial_epoch < config.epochs:
-        model.fit(train_loader, validation_data=val_loader, epochs=config.epochs,
-                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+        fit_history = model.fit(train_loader, validation_data=val_loader, epochs=config.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
     seconds = time.perf_counter() - started
 
     from longtail.evaluate import evaluate
@@ -332,10 +339,12 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     metrics["train_seconds"] = seconds
     if out is not None:
         _finish_run(out, model, report, run_config)
-    history = {}
-    for row in history_rows:
-        for key, value in row.items():
-            history.setdefault(key, []).append(value)
+    history = {k: [float(v) for v in values] for k, values in fit_history.items()}
+    if out is not None:  # the whole run, epochs before a resume included
+        history = {}
+        for row in history_rows:
+            for key, value in row.items():
+                history.setdefault(key, []).append(value)
     return TrainResult(model, history, metrics, out, run_config)
 
 
