@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Iterator
+from types import GeneratorType
 
 import keras
 import numpy as np
@@ -221,8 +221,8 @@ class PerClassMetrics(keras.callbacks.Callback):
         validation_data: ``(x, y)`` or ``(x, y, sample_weight)`` arrays, or a
             re-iterable source of such batches (a list, ``tf.data.Dataset``,
             ``torch.utils.data.DataLoader``, ``keras.utils.PyDataset``, a
-            Grain loader). ``y`` may be sparse or one-hot. A one-shot
-            generator is refused: it would be empty from the second epoch.
+            Grain loader). ``y`` may be sparse or one-hot. A generator is
+            refused: it would be empty from the second epoch.
         class_names: Names of the classes in index order, for ``per_class_``;
             defaults to the indices as strings.
         batch_size: Batch size for array inputs (Keras' default if None).
@@ -259,7 +259,7 @@ class PerClassMetrics(keras.callbacks.Callback):
                 "`validation_data` must be (x, y) or an iterable of (x, y) "
                 "batches; got one array. Pass the labels too: (x, y)"
             )
-        elif isinstance(validation_data, Iterator):
+        elif isinstance(validation_data, GeneratorType):
             raise ConfigError(
                 "`validation_data` must be re-iterable (a list, tf.data.Dataset, "
                 "DataLoader, PyDataset or arrays); a generator or iterator would "
@@ -304,7 +304,10 @@ class PerClassMetrics(keras.callbacks.Callback):
             preds.append(_class_indices(_to_numpy(out), "predictions"))
             trues.append(_class_indices(_to_numpy(y), "labels"))
         if not trues:
-            raise ConfigError("`validation_data` yielded no batches")
+            raise ConfigError(
+                "`validation_data` yielded no batches (an iterator that was "
+                "exhausted by an earlier epoch?); pass a re-iterable source"
+            )
         return np.concatenate(trues), np.concatenate(preds)
 
     def on_epoch_end(self, epoch, logs=None):

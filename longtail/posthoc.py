@@ -37,7 +37,7 @@ def adjust_logits(logits, priors, tau=1.0):
 
     Use it on the logits of a model trained with an unadjusted loss (not on
     those of ``LogitAdjusted``, ``BalancedSoftmax`` or ``LDAM`` models, which
-    are adjusted already). Priors are normalised to sum to 1 (counts work
+    are adjusted already). Only the priors' ratios matter (counts work
     too); a zero prior is raised to the smallest positive prior, with a
     warning, so that it neither gives NaN nor a huge boost.
 

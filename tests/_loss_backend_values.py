@@ -8,8 +8,11 @@ compare the output with NumPy references and across backends. Importing it
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -19,6 +22,10 @@ N = 12
 COUNTS = [500.0, 120.0, 30.0, 8.0, 2.0]
 PRIORS = [c / sum(COUNTS) for c in COUNTS]
 WEIGHTS = [0.5, 1.0, 2.0, 4.0, 0.0]
+ZERO_COUNTS = [500.0, 120.0, 0.0, 8.0, 2.0]
+ZERO_PRIORS = [0.7, 0.2, 0.0, 0.06, 0.04]
+BACKENDS = ("jax", "torch", "tensorflow")
+_IMPORT_NAME = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 
 #: name -> (loss class name, constructor kwargs). Every loss of
 #: longtail.losses.LOSSES must appear at least once (checked by the tests).
@@ -38,11 +45,69 @@ CASES = {
     "ldam": ("LDAM", {"class_counts": COUNTS, "max_margin": 0.5, "scale": 30.0}),
     "ldam_weighted": ("LDAM", {"class_counts": COUNTS, "max_margin": 0.3,
                                "scale": 1.0, "class_weight": WEIGHTS}),
+    # Zero counts and priors: raised to min(1, smallest positive count) and
+    # to the smallest positive prior (with a warning).
+    "balanced_softmax_zero": ("BalancedSoftmax", {"class_counts": ZERO_COUNTS}),
+    "ldam_zero": ("LDAM", {"class_counts": ZERO_COUNTS, "scale": 5.0}),
+    "cb_zero": ("ClassBalanced", {"class_counts": ZERO_COUNTS, "beta": 0.999}),
+    "logit_adjusted_zero": ("LogitAdjusted", {"priors": ZERO_PRIORS, "tau": 1.0}),
 }
 
 MARKER = "@@longtail-json "
+#: Cases that take probabilities (from_logits=False) rather than logits.
+PROB_CASES = {name for name, (_, kw) in CASES.items() if not kw.get("from_logits", True)}
 DRW_START = 2
 DRW_EPOCHS = 3
+DRW_BETA = 0.9
+DRW_LOSS = {"class_counts": COUNTS, "scale": 1.0}
+
+
+@functools.lru_cache(maxsize=None)
+def run_all_backends(timeout: float = 300.0) -> dict:
+    """Results under every installed backend.
+
+    The backend of this process is computed here; the others run this
+    script in subprocesses, in parallel with it (importing Keras and a
+    backend costs more than everything else).
+
+    Returns:
+        ``{backend: result dict}``, or ``{backend: "error text"}`` for a
+        backend whose run failed; backends not installed are left out.
+    """
+    import keras
+
+    here = keras.backend.backend()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+        TF_CPP_MIN_LOG_LEVEL="3")
+    procs = {}
+    for backend in BACKENDS:
+        if backend == here or importlib.util.find_spec(_IMPORT_NAME[backend]) is None:
+            continue
+        procs[backend] = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__)],
+            env=dict(env, KERAS_BACKEND=backend), cwd=root,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = {}
+    if here in BACKENDS:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the *_zero cases
+            results[here] = collect()
+    for backend, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        lines = [line for line in out.splitlines() if line.startswith(MARKER)]
+        if proc.returncode == 0 and lines:
+            results[backend] = json.loads(lines[-1][len(MARKER):])
+        else:
+            results[backend] = f"exit {proc.returncode}:\n{err[-3000:]}"
+    return results
 
 
 def make_inputs():
@@ -65,28 +130,24 @@ def make_drw_data():
     return x, y
 
 
-def _predictions(name, logits):
-    """What the case feeds the loss: logits, or softmax for from_logits=False."""
-    if CASES[name][1].get("from_logits", True):
-        return logits
+def _softmax(logits):
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return (e / e.sum(-1, keepdims=True)).astype("float32")
 
 
 def _grad_fn(backend):
-    from keras import ops
-
+    """grad(f, z): the gradient of scalar f at z, under this backend."""
     if backend == "jax":
         import jax
 
-        return lambda f, z: np.asarray(jax.grad(f)(ops.convert_to_tensor(z)))
+        return lambda f, z: jax.grad(f)(z)
     if backend == "torch":
         import torch
 
         def grad(f, z):
-            t = torch.tensor(z, requires_grad=True)
+            t = torch.tensor(np.asarray(z), requires_grad=True)
             f(t).backward()
-            return t.grad.numpy()
+            return t.grad
 
         return grad
     import tensorflow as tf
@@ -95,9 +156,24 @@ def _grad_fn(backend):
         t = tf.Variable(z)
         with tf.GradientTape() as tape:
             value = f(t)
-        return tape.gradient(value, t).numpy()
+        return tape.gradient(value, t)
 
     return grad
+
+
+def _evaluate(cases, inputs, grad):
+    """Per-sample values, extreme-logit values and gradients of every case."""
+    out = {}
+    for name, (loss, mean_loss) in cases.items():
+        pred = inputs["probs"] if name in PROB_CASES else inputs["logits"]
+        out[name] = {t: loss(inputs[t], pred) for t in ("sparse", "onehot", "soft")}
+        if name not in PROB_CASES:
+            out[name]["extreme"] = loss(inputs["sparse"], inputs["extreme"])
+            out[name]["grads"] = [
+                grad(lambda z, y=inputs[t]: mean_loss(y, z), inputs["extreme"])
+                for t in ("sparse", "soft")
+            ]
+    return out
 
 
 def _drw_run(loss_name, loss_kwargs, x, y):
@@ -113,7 +189,8 @@ def _drw_run(loss_name, loss_kwargs, x, y):
     ])
     model.compile(keras.optimizers.SGD(0.0), loss=loss)
     before = float(model.evaluate(x, y, batch_size=16, verbose=0))  # builds test step
-    drw = callbacks.DeferredReweighting(COUNTS, start_epoch=DRW_START, beta=0.9)
+    drw = callbacks.DeferredReweighting(COUNTS, start_epoch=DRW_START,
+                                            beta=DRW_BETA)
     history = model.fit(x, y, batch_size=16, epochs=DRW_EPOCHS, verbose=0,
                         validation_data=(x, y), callbacks=[drw], shuffle=False)
     return {"before": before, "loss": history.history["loss"],
@@ -121,41 +198,43 @@ def _drw_run(loss_name, loss_kwargs, x, y):
             "weights": drw.weights_.tolist()}
 
 
-def main():
+def collect() -> dict:
+    """Everything the tests compare, under the current backend, as JSON types."""
     import keras
     from keras import ops
 
     from longtail import losses
 
     backend = keras.backend.backend()
-    grad = _grad_fn(backend)
     inputs = make_inputs()
-    values, extreme, grads_finite = {}, {}, {}
-    for name, (cls_name, kwargs) in CASES.items():
-        loss = losses.LOSSES[cls_name](reduction="none", **kwargs)
-        pred = _predictions(name, inputs["logits"])
-        values[name] = {
-            target: ops.convert_to_numpy(loss(inputs[target], pred)).tolist()
-            for target in ("sparse", "onehot", "soft")
-        }
-        if kwargs.get("from_logits", True):
-            extreme[name] = ops.convert_to_numpy(
-                loss(inputs["sparse"], inputs["extreme"])).tolist()
-            mean_loss = losses.LOSSES[cls_name](**kwargs)
-            finite = True
-            for target in ("sparse", "onehot", "soft"):
-                y = ops.convert_to_tensor(inputs[target])
-                g = grad(lambda z, y=y: mean_loss(y, z), inputs["extreme"])
-                finite &= bool(np.all(np.isfinite(g)))
-            grads_finite[name] = finite
-    x, y = make_drw_data()
-    drw = {
-        "ldam": _drw_run("LDAM", {"class_counts": COUNTS, "scale": 1.0}, x, y),
-        "focal": _drw_run("Focal", {"gamma": 2.0}, x, y),
+    inputs["probs"] = _softmax(inputs["logits"])
+    cases = {
+        name: (losses.LOSSES[cls_name](reduction="none", **kwargs),
+               losses.LOSSES[cls_name](**kwargs))
+        for name, (cls_name, kwargs) in CASES.items()
     }
-    result = {"backend": backend, "values": values, "extreme": extreme,
-              "grads_finite": grads_finite, "drw": drw}
-    print(MARKER + json.dumps(result))
+    evaluate = functools.partial(_evaluate, cases, grad=_grad_fn(backend))
+    if backend == "jax":  # one compiled program instead of ~100 eager ones
+        import jax
+
+        evaluate = jax.jit(evaluate)
+    out = evaluate({k: ops.convert_to_tensor(v) for k, v in inputs.items()})
+    values, extreme, grads_finite = {}, {}, {}
+    for name, got in out.items():
+        values[name] = {t: ops.convert_to_numpy(got[t]).tolist()
+                        for t in ("sparse", "onehot", "soft")}
+        if name not in PROB_CASES:
+            extreme[name] = ops.convert_to_numpy(got["extreme"]).tolist()
+            grads_finite[name] = all(
+                bool(np.all(np.isfinite(ops.convert_to_numpy(g)))) for g in got["grads"])
+    x, y = make_drw_data()
+    drw = _drw_run("LDAM", DRW_LOSS, x, y)
+    return {"backend": backend, "values": values, "extreme": extreme,
+            "grads_finite": grads_finite, "drw": drw}
+
+
+def main():
+    print(MARKER + json.dumps(collect()))
 
 
 if __name__ == "__main__":

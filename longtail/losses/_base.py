@@ -108,7 +108,11 @@ def as_counts(value, name: str = "class_counts") -> np.ndarray:
 
 
 def as_priors(value, name: str = "priors") -> np.ndarray:
-    """Class priors normalised to sum to 1; zeros raised to the smallest one.
+    """Class priors as float64, zeros raised to the smallest positive prior.
+
+    Priors are not renormalised: only their ratios matter (``log`` of a
+    rescaled vector shifts every logit by the same amount), so class counts
+    work too, and the stored list survives a config round trip bit for bit.
 
     A zero prior is raised to the smallest positive prior (the rarest
     observed class) before ``log``. A tiny floor such as 1e-12 would give the
@@ -117,10 +121,8 @@ def as_priors(value, name: str = "priors") -> np.ndarray:
     prediction.
     """
     array = _to_vector(value, name)
-    array = array / array.sum()
     floor = float(array[array > 0].min())
-    array = _raise_zeros(array, name, floor, "such classes get the smallest prior")
-    return array / array.sum()
+    return _raise_zeros(array, name, floor, "such classes get the smallest prior")
 
 
 def as_class_weight(value, name: str = "class_weight") -> np.ndarray:

@@ -42,7 +42,7 @@ class LogitAdjusted(_OffsetCrossentropy):
     raw logits then estimate the balanced (uniform-prior) posterior.
 
     A zero prior is raised to the smallest positive prior, with a warning.
-    The priors are normalised to sum to 1, so class counts work too.
+    Only the priors' ratios matter, so class counts work too.
 
     Args:
         priors: Training class frequencies (or counts), one per class.
