@@ -279,10 +279,12 @@ def cmd_predict(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from longtail.cache import build_cache, check_cache
+    from longtail.cache import build_cache
     from longtail.errors import ConfigError
 
     if args.check:
+        from longtail.cache import check_cache
+
         if args.data or args.out:
             raise ConfigError("--check CACHE takes no DATA and no --out")
         result = check_cache(args.check)

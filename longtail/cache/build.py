@@ -138,26 +138,25 @@ def _start(root: str, data, ds, options: CacheOptions, parts: int) -> dict:
         "data": None if hasattr(data, "kind") else os.path.abspath(os.fspath(data)),
     }
     plan_path = os.path.join(root, layout.PLAN)
-    if os.path.exists(plan_path):
-        old = layout.read_plan(root)
-        for key in ("options", "parts", "num_rows", "class_names", "fingerprint"):
-            if old.get(key) != plan[key]:
-                if key in ("num_rows", "class_names", "fingerprint"):
-                    raise ConfigError(
-                        f"--out {root}: holds a cache of different data ({old.get('num_rows')} "
-                        f"rows of {old.get('data') or 'DATA'}; this DATA has {n} rows"
-                        f"{'' if key == 'num_rows' else ' but other paths, labels or weights'}"
-                        "); choose another --out")
-                raise ConfigError(
-                    f"--out {root}: this cache was started with {_differences(old, plan)}; "
-                    "rerun with the same options or choose another --out")
-        plan = old
-    else:
-        if os.path.isdir(root) and any(not e.startswith(".") for e in os.listdir(root)):
+    if not os.path.exists(plan_path):
+        ours = (layout.PLAN, layout.SHARDS, layout.SOURCE)  # a killed start leaves these
+        if os.path.isdir(root) and any(not e.startswith(".") and e not in ours
+                                       for e in os.listdir(root)):
             raise ConfigError(f"--out {root}: the folder exists and is not a longtail cache; "
                               "choose a new or empty folder")
-        os.makedirs(os.path.join(root, layout.SHARDS), exist_ok=True)
-        write_json(plan_path, plan)
+        write_json(plan_path, plan)  # parts started together write equal plans
+    old = layout.read_plan(root)
+    for key in ("options", "parts", "num_rows", "class_names", "fingerprint"):
+        if old.get(key) == plan[key]:
+            continue
+        if key in ("num_rows", "class_names", "fingerprint"):
+            raise ConfigError(
+                f"--out {root}: holds a cache of different data ({old.get('num_rows')} "
+                f"rows of {old.get('data') or 'DATA'}; this DATA has {n} rows"
+                f"{'' if key == 'num_rows' else ' but other paths, labels or weights'}"
+                "); choose another --out")
+        raise ConfigError(f"--out {root}: this cache was started with {_differences(old, plan)}; "
+                          "rerun with the same options or choose another --out")
     os.makedirs(os.path.join(root, layout.SHARDS), exist_ok=True)
     source = os.path.join(root, layout.SOURCE)
     if not os.path.exists(source):
@@ -165,7 +164,7 @@ def _start(root: str, data, ds, options: CacheOptions, parts: int) -> dict:
 
         with atomic_path(source) as tmp:
             pq.write_table(_source_index(ds).to_table(), tmp)
-    return plan
+    return old
 
 
 _FLAGS = {"image_size": "--image-size", "format": "--format", "quality": "--quality",
