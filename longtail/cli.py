@@ -152,11 +152,19 @@ def cmd_train(args) -> int:
     from longtail.train import train
 
     options = {} if args.resume else _train_options(args)
-    result = train(args.data, args.out, resume=args.resume, balance=args.balance, **options)
+    cluster = {"coordinator": args.coordinator, "num_processes": args.num_processes,
+               "process_id": args.process_id}
+    if not (args.distribute or args.resume) and any(v is not None for v in cluster.values()):
+        raise LongtailError("--coordinator, --num-processes and --process-id need --distribute")
+    if args.distribute and not args.resume:
+        options["distribute"] = True
+    result = train(args.data, args.out, resume=args.resume, balance=args.balance,
+                   cluster=cluster, **options)
     m = result.metrics
     print(f"\n{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
           f"balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
-    print(f"run folder: {args.out} (report: {os.path.join(args.out, 'report.html')})")
+    if result.run_dir is not None:  # in a multi-process run, process 0 writes it
+        print(f"run folder: {args.out} (report: {os.path.join(args.out, 'report.html')})")
     return 0
 
 
@@ -385,6 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "focal, logit-adjust, balanced-softmax, ldam-drw")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--distribute", action="store_true",
+                   help="JAX: data parallel over every device (of every process, with the "
+                        "options below); --batch-size is per process")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-host: address of process 0 (or KERAS_DISTRIBUTION_JOB_ADDRESSES "
+                        "/ JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="multi-host: number of processes (or KERAS_DISTRIBUTION_NUM_PROCESSES "
+                        "/ JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="multi-host: this process, 0..N-1 (or KERAS_DISTRIBUTION_PROCESS_ID "
+                        "/ JAX_PROCESS_ID)")
 
     p = sub.add_parser("evaluate", help="per-class metrics and a report for a trained model")
     p.add_argument("model", metavar="MODEL", help="a .keras file or a run folder")

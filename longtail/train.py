@@ -78,6 +78,7 @@ class TrainConfig:
     drw_epoch: int | None = None
     num_workers: int | None = None
     data_options: dict = field(default_factory=dict)
+    distribute: bool = False
 
     def __post_init__(self):
         from longtail.strategies import resolve_strategy
@@ -224,7 +225,7 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
 
 
 def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
-          callbacks: list | None = None, **options) -> TrainResult:
+          callbacks: list | None = None, cluster=None, **options) -> TrainResult:
     """Trains a classifier on DATA with a balancing strategy.
 
     Args:
@@ -235,6 +236,10 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         verbose: Keras verbosity (``"auto"``, 0, 1 or 2).
         callbacks: Extra Keras callbacks, run after longtail's own (so they
             see ``val_balanced_accuracy`` and ``val_macro_f1``).
+        cluster: With ``distribute=True``, the multi-process job to join: a
+            :class:`longtail.distribute.Cluster` or a dict with
+            ``coordinator``, ``num_processes``, ``process_id``; unset fields
+            come from the environment (see :mod:`longtail.distribute`).
         **options: :class:`TrainConfig` fields: ``balance`` (none,
             class-weight, effective-weight, resample, sqrt-resample, focal,
             logit-adjust, balanced-softmax, ldam-drw), ``epochs``,
@@ -245,8 +250,11 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             categorical), ``seed``, ``learning_rate``, ``weight_decay``,
             ``schedule`` (cosine, constant), ``early_stopping`` (patience in
             epochs on validation balanced accuracy), ``tau``, ``gamma``,
-            ``beta``, ``drw_epoch``, ``num_workers``, and ``data_options``
-            (``label_column``, ``path_column``, ``weight_column``, ...).
+            ``beta``, ``drw_epoch``, ``num_workers``, ``data_options``
+            (``label_column``, ``path_column``, ``weight_column``, ...), and
+            ``distribute`` (JAX backend: data parallel over every device of
+            every process; ``batch_size`` is then per process, and only
+            process 0 writes ``out``; see docs/scaling.md).
 
     Returns:
         A :class:`TrainResult` with the model, history and validation metrics.
@@ -273,6 +281,11 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
                               "it, or choose another folder")
 
+    placement = None
+    if config.distribute:  # before any JAX work and before the model is built
+        from longtail.distribute import setup
+
+        placement = setup(cluster, batch_size=config.batch_size)
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
     train_ds, val_ds = _open_data(config, data)
@@ -281,9 +294,12 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
     train_loader = train_ds.loader(
         batch_size=config.batch_size, sampling=strategy.sampling,
-        class_weight=strategy.class_weight, seed=config.seed, **loader_kw)
+        class_weight=strategy.class_weight, seed=config.seed,
+        shard=placement.shard if placement else (0, 1), **loader_kw)
     val_loader = val_ds.loader(batch_size=config.batch_size, sampling="sequential",
                                **loader_kw)
+    if placement is not None:  # the global plan needs the same data everywhere
+        placement.check_same("data", train_ds.labels, val_ds.labels)
 
     history_rows: list[dict] = []
     initial_epoch = 0
@@ -304,6 +320,12 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
         "steps_per_epoch": len(train_loader),
     }
+    if placement is not None:
+        run_config["distributed"] = {
+            "processes": placement.num_processes, "devices": placement.devices,
+            "global_batch_size": placement.global_batch(config.batch_size)}
+        if placement.process_id != 0:
+            out = None  # process 0 writes the run folder
     if out is not None and not resume:
         os.makedirs(out, exist_ok=True)
         val_ds.save(os.path.join(out, "val.parquet"))  # for evaluate --tune-tau
@@ -311,6 +333,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
 
     extra_callbacks = list(callbacks or [])
     callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
+    if placement is not None:  # validation on this process's undistributed copy
+        callbacks = [placement.validation(callbacks, val_loader)]
     if strategy.callbacks is not None:
         callbacks += strategy.callbacks(train_ds.class_counts, config.epochs,
                                         config.strategy_params)
@@ -319,7 +343,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             monitor="val_balanced_accuracy", mode="max", patience=config.early_stopping,
             restore_best_weights=True))
     if out is not None:
-        callbacks.append(_checkpoint_callback(out, history_rows))
+        checkpoint = _checkpoint_callback(out, history_rows)
+        callbacks.append(checkpoint if placement is None else placement.on_one_device(checkpoint))
     callbacks += extra_callbacks
 
     if hasattr(train_loader, "set_epoch"):
@@ -327,9 +352,12 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     started = time.perf_counter()
     fit_history = {}
     if initial_epoch < config.epochs:
-        fit_history = model.fit(train_loader, validation_data=val_loader, epochs=config.epochs,
+        fit_history = model.fit(train_loader, epochs=config.epochs,
+                  validation_data=val_loader if placement is None else None,
                   initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
     seconds = time.perf_counter() - started
+    if placement is not None:
+        model = placement.local_model(model)  # one-device copy; the distribution ends
 
     from longtail.evaluate import evaluate
 
@@ -339,6 +367,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     metrics["train_seconds"] = seconds
     if out is not None:
         _finish_run(out, model, report, run_config)
+    if placement is not None:
+        placement.barrier("longtail: run folder written")  # process 0 may still write
     history = {k: [float(v) for v in values] for k, values in fit_history.items()}
     if out is not None:  # the whole run, epochs before a resume included
         history = {}
