@@ -58,7 +58,8 @@ def track_loss_state(model) -> list[ClassWeightedLoss]:
     :class:`DeferredReweighting` calls it for you. Needed under JAX,
     harmless elsewhere. Under JAX, new weights take effect at the next
     epoch, so assign them in ``on_epoch_begin``. The tracked state is not
-    saved with the model.
+    saved with the model. Calling it again (or after a new ``compile``) is
+    safe: the model tracks the state of its current losses only.
 
     Args:
         model: A compiled Keras model whose ``loss`` is (or contains)
@@ -76,6 +77,21 @@ def track_loss_state(model) -> list[ClassWeightedLoss]:
         ['weighted_crossentropy']
     """
     losses = _class_weighted_losses(model)
+    if _attach_states(model, losses):
+        # Compiled steps were traced for the old state; fit/evaluate rebuild
+        # them (a callback's set_model runs before they are made).
+        for attr in ("train_function", "test_function"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)
+    return losses
+
+
+def _attach_states(model, losses) -> bool:
+    """Puts the losses' weight states among the model's own metrics.
+
+    Returns:
+        Whether the tracked states changed.
+    """
     states = [loss._state for loss in losses if loss._state is not None]
     own = getattr(model, "_metrics", None)
     if not isinstance(own, list):
@@ -84,14 +100,10 @@ def track_loss_state(model) -> list[ClassWeightedLoss]:
             "list, so longtail cannot track its loss weights; please report it"
         )
     tracked = [m for m in own if isinstance(m, ClassWeightState)]
-    if [id(m) for m in tracked] != [id(s) for s in states]:
-        own[:] = [m for m in own if not isinstance(m, ClassWeightState)] + states
-        # Compiled steps were traced for the old state; let fit/evaluate
-        # rebuild them (set_model runs before they are made).
-        for attr in ("train_function", "test_function"):
-            if hasattr(model, attr):
-                setattr(model, attr, None)
-    return losses
+    if [id(m) for m in tracked] == [id(s) for s in states]:
+        return False
+    own[:] = [m for m in own if not isinstance(m, ClassWeightState)] + states
+    return True
 
 
 class DeferredReweighting(keras.callbacks.Callback):
@@ -169,9 +181,15 @@ class DeferredReweighting(keras.callbacks.Callback):
         return self.weights_
 
     def on_train_begin(self, logs=None):
-        if not self._losses:
-            self._losses = self._find_losses(self.model)
-            track_loss_state(self.model)
+        if self._losses:
+            return
+        # set_model saw no compiled loss (it was called by hand, before
+        # compile): the train step already exists, so rebuild it now.
+        self._losses = self._find_losses(self.model)
+        if _attach_states(self.model, self._losses):
+            self.model.make_train_function(force=True)
+            if hasattr(self.model, "test_function"):
+                self.model.test_function = None
 
     def on_epoch_begin(self, epoch, logs=None):
         weights = self.weights_for_epoch(epoch)
@@ -291,35 +309,38 @@ class PerClassMetrics(keras.callbacks.Callback):
                 )
             yield batch[0], batch[1]
 
-    def predict(self) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted and true class indices over the validation data."""
+    def predict(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """True and predicted class indices over the validation data.
+
+        Returns:
+            ``(y_true, y_pred, k)`` with k the number of model outputs.
+        """
         if isinstance(self.validation_data, tuple):
             x, y = self.validation_data[:2]
-            out = self.model.predict(x, batch_size=self.batch_size, verbose=0)
-            y_pred = _class_indices(_to_numpy(out), "predictions")
-            return _class_indices(_to_numpy(y), "labels"), y_pred
-        trues, preds = [], []
+            out = _to_numpy(self.model.predict(x, batch_size=self.batch_size, verbose=0))
+            return (_class_indices(_to_numpy(y), "labels"),
+                    _class_indices(out, "predictions"), out.shape[-1])
+        trues, preds, k = [], [], 0
         for x, y in self._batches():
-            out = self.model.predict_on_batch(x)
-            preds.append(_class_indices(_to_numpy(out), "predictions"))
+            out = _to_numpy(self.model.predict_on_batch(x))
+            preds.append(_class_indices(out, "predictions"))
             trues.append(_class_indices(_to_numpy(y), "labels"))
+            k = out.shape[-1]
         if not trues:
             raise ConfigError(
                 "`validation_data` yielded no batches (an iterator that was "
                 "exhausted by an earlier epoch?); pass a re-iterable source"
             )
-        return np.concatenate(trues), np.concatenate(preds)
+        return np.concatenate(trues), np.concatenate(preds), k
 
     def on_epoch_end(self, epoch, logs=None):
-        y_true, y_pred = self.predict()
+        y_true, y_pred, k = self.predict()
         with warnings.catch_warnings():
             # "y_pred contains classes not in y_true": expected early on.
             warnings.simplefilter("ignore", UserWarning)
             balanced = balanced_accuracy_score(y_true, y_pred)
         macro_f1 = f1_score(y_true, y_pred, average="macro", zero_division=0)
-        k = max(int(y_true.max()), int(y_pred.max())) + 1
-        if self.class_names is not None:
-            k = max(k, len(self.class_names))
+        k = max(k, int(y_true.max()) + 1, len(self.class_names or ()))
         names = self.class_names or [str(i) for i in range(k)]
         names = names + [str(i) for i in range(len(names), k)]
         precision, recall, f1, support = precision_recall_fscore_support(

@@ -8,12 +8,15 @@ compare the output with NumPy references and across backends. Importing it
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import warnings
 
 import numpy as np
 
@@ -62,51 +65,82 @@ DRW_BETA = 0.9
 DRW_LOSS = {"class_counts": COUNTS, "scale": 1.0}
 
 
-@functools.lru_cache(maxsize=None)
-def run_all_backends(timeout: float = 300.0) -> dict:
-    """Results under every installed backend.
+_RUNS: dict = {}
+# The inputs are tiny: one thread each avoids the backends' thread pools
+# spinning against each other and the test process.
+_ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
 
-    The backend of this process is computed here; the others run this
-    script in subprocesses, in parallel with it (importing Keras and a
-    backend costs more than everything else).
 
-    Returns:
-        ``{backend: result dict}``, or ``{backend: "error text"}`` for a
-        backend whose run failed; backends not installed are left out.
+def start_backends() -> None:
+    """Starts this script under every other installed backend (idempotent).
+
+    Importing Keras and a backend costs more than everything the script
+    computes, so the tests start the runs early and collect them late; the
+    runs write to temporary files and are killed if never collected.
     """
+    if _RUNS:
+        return
     import keras
 
     here = keras.backend.backend()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-        TF_CPP_MIN_LOG_LEVEL="3")
-    procs = {}
+        TF_CPP_MIN_LOG_LEVEL="3", **_ONE_THREAD)
     for backend in BACKENDS:
         if backend == here or importlib.util.find_spec(_IMPORT_NAME[backend]) is None:
             continue
-        procs[backend] = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__)],
-            env=dict(env, KERAS_BACKEND=backend), cwd=root,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = {}
-    if here in BACKENDS:
-        import warnings
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
+                                env=dict(env, KERAS_BACKEND=backend), cwd=root,
+                                stdout=out, stderr=err, text=True)
+        _RUNS[backend] = (proc, out, err)
+    _RUNS[here] = None  # computed in this process
+    atexit.register(_kill_runs)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the *_zero cases
-            results[here] = collect()
-    for backend, proc in procs.items():
+
+def _kill_runs() -> None:
+    for run in _RUNS.values():
+        if run is not None and run[0].poll() is None:
+            run[0].kill()
+
+
+@functools.lru_cache(maxsize=None)
+def run_all_backends(timeout: float = 300.0) -> dict:
+    """Results under every installed backend; this process' one computed here.
+
+    Returns:
+        ``{backend: result dict}``, or ``{backend: "error text"}`` for a
+        backend whose run failed; backends not installed are left out.
+    """
+    start_backends()
+    results = {}
+    for backend, run in _RUNS.items():
+        if run is None:
+            if backend in BACKENDS:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # *_zero cases
+                    results[backend] = collect()
+            continue
+        proc, out, err = run
         try:
-            out, err = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, err = proc.communicate()
-        lines = [line for line in out.splitlines() if line.startswith(MARKER)]
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        lines = [line for line in out.read().splitlines() if line.startswith(MARKER)]
         if proc.returncode == 0 and lines:
             results[backend] = json.loads(lines[-1][len(MARKER):])
         else:
-            results[backend] = f"exit {proc.returncode}:\n{err[-3000:]}"
+            results[backend] = f"exit {proc.returncode}:\n{err.read()[-3000:]}"
     return results
 
 

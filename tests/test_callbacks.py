@@ -1,6 +1,7 @@
 """Tests of longtail.callbacks: DRW on every backend, PerClassMetrics
 against sklearn.metrics."""
 
+import functools
 import warnings
 
 import keras
@@ -16,6 +17,7 @@ from _loss_backend_values import (
     K,
     make_drw_data,
     run_all_backends,
+    start_backends,
 )
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
@@ -58,30 +60,9 @@ def zero_model(loss, k=K):
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def backend_results():
-    return run_all_backends()
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_drw_changes_the_compiled_loss_at_start_epoch(backend_results, backend):
-    if backend not in backend_results:
-        pytest.skip(f"backend {backend} is not installed")
-    result = backend_results[backend]
-    if isinstance(result, str):
-        pytest.fail(f"the {backend} subprocess failed: {result}")
-    drw = result["drw"]
-    _, y = make_drw_data()
-    weights = np_effective_weights(COUNTS, DRW_BETA)
-    plain = np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, DRW_LOSS["scale"], np.ones(K))
-    weighted = np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, DRW_LOSS["scale"], weights)
-    assert abs(weighted - plain) > 0.1  # the switch is visible
-    want = [plain] * DRW_START + [weighted] * (DRW_EPOCHS - DRW_START)
-    assert drw["weights"] == pytest.approx(weights)
-    # evaluate() before fit built a test step; it must not keep stale weights.
-    assert drw["before"] == pytest.approx(plain, rel=1e-5)
-    assert drw["loss"] == pytest.approx(want, rel=1e-5)
-    assert drw["val_loss"] == pytest.approx(want, rel=1e-5)
+@pytest.fixture(scope="module", autouse=True)
+def _start_backend_runs():
+    start_backends()  # the other backends run while this module's tests do
 
 
 def test_drw_creates_weights_for_focal_and_resumes_at_initial_epoch():
@@ -110,6 +91,23 @@ def test_drw_model_still_saves_loads_and_evaluates(tmp_path):
     assert loaded.loss.get_class_weight() == pytest.approx(np.ones(K))
     assert loaded.evaluate(x, y, verbose=0) == pytest.approx(
         np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, 1.0, np.ones(K)), rel=1e-5)
+
+
+def test_drw_attached_before_compile_rebuilds_the_train_step():
+    x, y = make_drw_data()
+    model = keras.Sequential([
+        keras.Input((3,)),
+        keras.layers.Dense(K, kernel_initializer="zeros", bias_initializer="zeros"),
+    ])
+    drw = callbacks.DeferredReweighting(COUNTS, start_epoch=1, beta=DRW_BETA)
+    # A CallbackList made before compile: fit does not call set_model again.
+    callback_list = keras.callbacks.CallbackList([drw], add_history=True, model=model)
+    model.compile(keras.optimizers.SGD(0.0), loss=losses.LDAM(COUNTS, scale=1.0))
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=callback_list)
+    weights = np_effective_weights(COUNTS, DRW_BETA)
+    assert history.history["loss"] == pytest.approx([
+        np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, 1.0, np.ones(K)),
+        np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, 1.0, weights)], rel=1e-5)
 
 
 def test_track_loss_state_is_idempotent_and_follows_recompile():
@@ -155,8 +153,13 @@ def test_drw_bad_arguments(kwargs, message):
 # ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def fixed_model(k=K, seed=0):
-    """A linear model with random, fixed weights (its predictions vary)."""
+    """A linear model with random, fixed weights (its predictions vary).
+
+    Shared between tests (each new model compiles its own predict step);
+    the tests train it with a learning rate of 0 only.
+    """
     rng = np.random.RandomState(seed)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(k)])
     model.layers[0].set_weights([rng.randn(3, k).astype("float32") * 3,
@@ -252,3 +255,35 @@ def test_per_class_metrics_bad_inputs():
         metrics = callbacks.PerClassMetrics((x[:2], np.array([0, 0])))
         metrics.set_model(fixed_model())
         metrics.on_epoch_end(0, {})
+
+
+# ---------------------------------------------------------------------------
+# DRW under every backend's compiled train step (last: the runs overlap the
+# tests above)
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backend_results():
+    return run_all_backends()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_drw_changes_the_compiled_loss_at_start_epoch(backend_results, backend):
+    if backend not in backend_results:
+        pytest.skip(f"backend {backend} is not installed")
+    result = backend_results[backend]
+    if isinstance(result, str):
+        pytest.fail(f"the {backend} subprocess failed: {result}")
+    drw = result["drw"]
+    _, y = make_drw_data()
+    weights = np_effective_weights(COUNTS, DRW_BETA)
+    plain = np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, DRW_LOSS["scale"], np.ones(K))
+    weighted = np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, DRW_LOSS["scale"], weights)
+    assert abs(weighted - plain) > 0.1  # the switch is visible
+    want = [plain] * DRW_START + [weighted] * (DRW_EPOCHS - DRW_START)
+    assert drw["weights"] == pytest.approx(weights)
+    # evaluate() before fit built a test step; it must not keep stale weights.
+    assert drw["before"] == pytest.approx(plain, rel=1e-5)
+    assert drw["loss"] == pytest.approx(want, rel=1e-5)
+    assert drw["val_loss"] == pytest.approx(want, rel=1e-5)

@@ -17,6 +17,7 @@ from _loss_backend_values import (
     WEIGHTS,
     make_inputs,
     run_all_backends,
+    start_backends,
 )
 
 from longtail import losses
@@ -110,6 +111,11 @@ def values(loss, y, z):
     return keras.ops.convert_to_numpy(loss(y, z)).astype(np.float64)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _start_backend_runs():
+    start_backends()  # the other backends run while this module's tests do
+
+
 @pytest.fixture(scope="module")
 def backend_results():
     return run_all_backends()
@@ -122,62 +128,6 @@ def result_for(backend_results, backend):
     if isinstance(result, str):
         pytest.fail(f"the {backend} subprocess failed: {result}")
     return result
-
-
-# ---------------------------------------------------------------------------
-# Values: every backend against the references and against each other
-# ---------------------------------------------------------------------------
-
-
-def test_every_loss_has_backend_cases():
-    assert {cls_name for cls_name, _ in CASES.values()} == set(losses.LOSSES)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_values_match_numpy_reference(backend_results, backend):
-    result = result_for(backend_results, backend)
-    assert result["backend"] == backend
-    assert set(result["values"]) == set(CASES)
-    for name, by_target in result["values"].items():
-        z = INPUTS["logits"]
-        for target, got in by_target.items():
-            want = reference(name, TARGETS[target], z)
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{backend} {name} {target}")
-        # Sparse and one-hot targets give the same values.
-        np.testing.assert_allclose(by_target["sparse"], by_target["onehot"],
-                                   rtol=1e-6, atol=1e-7, err_msg=name)
-        assert np.ptp(by_target["sparse"]) > 0, name  # not a constant
-
-
-def test_backends_agree(backend_results):
-    ok = {b: r for b, r in backend_results.items() if not isinstance(r, str)}
-    if len(ok) < 2:
-        pytest.skip("fewer than two backends ran")
-    for (b1, r1), (b2, r2) in itertools.combinations(ok.items(), 2):
-        for name in CASES:
-            for target in ("sparse", "onehot", "soft"):
-                np.testing.assert_allclose(
-                    r1["values"][name][target], r2["values"][name][target],
-                    rtol=1e-5, atol=1e-6, err_msg=f"{b1} vs {b2}: {name} {target}")
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_extreme_logits_give_exact_values_and_finite_gradients(backend_results, backend):
-    result = result_for(backend_results, backend)
-    logit_cases = [n for n in CASES if CASES[n][1].get("from_logits", True)]
-    assert set(result["extreme"]) == set(logit_cases)
-    for name in logit_cases:
-        want = reference(name, INPUTS["onehot"], INPUTS["extreme"])
-        assert np.all(np.isfinite(result["extreme"][name])), name
-        # float32 rounds logits of 1e4 (times LDAM's scale) to ~1e-7 of their
-        # size; a loss that is a difference of such logits inherits that error.
-        atol = 1e-6 * CASES[name][1].get("scale", 1.0) * np.abs(INPUTS["extreme"]).max()
-        np.testing.assert_allclose(result["extreme"][name], want, rtol=1e-5, atol=atol,
-                                   err_msg=f"{backend} {name}")
-        assert result["grads_finite"][name] is True, f"{backend} {name}"
-    # The inputs really are extreme: logit gaps of 2e4, losses in the 1e4s.
-    assert np.max(reference("weighted_ce", INPUTS["onehot"], INPUTS["extreme"])) > 1e4
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +220,13 @@ def test_set_class_weight_changes_values_and_checks_length():
                                np_focal(INPUTS["onehot"], z, 2.0, 2.0), rtol=1e-5)
 
 
+def test_dtype_policy_round_trips():
+    loss = losses.Focal(dtype=keras.dtype_policies.DTypePolicy("float32"))
+    clone = losses.Focal.from_config(json.loads(json.dumps(loss.get_config())))
+    assert clone.dtype == "float32" and clone.get_config() == loss.get_config()
+    assert losses.Focal().get_config()["dtype"] is None
+
+
 def test_dict_class_weight_equals_list():
     a = losses.WeightedCrossentropy({1: 2.0, 0: 1.0, 2: 0.5})
     assert a.class_weight == [1.0, 2.0, 0.5]
@@ -357,9 +314,11 @@ def test_class_count_mismatch_and_bad_targets_raise():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_config_round_trip(name):
-    loss = build(name, reduction="sum", name=f"my_{name}")
+    loss = build(name, reduction="sum", name=f"my_{name}", dtype="float32")
     config = loss.get_config()
     assert json.loads(json.dumps(config)) == config  # plain JSON
+    assert (config["reduction"], config["name"], config["dtype"]) == (
+        "sum", f"my_{name}", "float32")
     clone = type(loss).from_config(config)
     assert clone.get_config() == config
     serialized = keras.saving.serialize_keras_object(loss)
@@ -392,3 +351,60 @@ def test_keras_file_save_and_load(tmp_path, name):
     assert type(loaded.loss) is type(loss)
     assert loaded.loss.get_config() == loss.get_config()
     assert loaded.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Values: every backend against the references and against each other
+# (last in the file: the other backends' runs overlap the tests above)
+# ---------------------------------------------------------------------------
+
+
+def test_every_loss_has_backend_cases():
+    assert {cls_name for cls_name, _ in CASES.values()} == set(losses.LOSSES)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_values_match_numpy_reference(backend_results, backend):
+    result = result_for(backend_results, backend)
+    assert result["backend"] == backend
+    assert set(result["values"]) == set(CASES)
+    for name, by_target in result["values"].items():
+        z = INPUTS["logits"]
+        for target, got in by_target.items():
+            want = reference(name, TARGETS[target], z)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{backend} {name} {target}")
+        # Sparse and one-hot targets give the same values.
+        np.testing.assert_allclose(by_target["sparse"], by_target["onehot"],
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+        assert np.ptp(by_target["sparse"]) > 0, name  # not a constant
+
+
+def test_backends_agree(backend_results):
+    ok = {b: r for b, r in backend_results.items() if not isinstance(r, str)}
+    if len(ok) < 2:
+        pytest.skip("fewer than two backends ran")
+    for (b1, r1), (b2, r2) in itertools.combinations(ok.items(), 2):
+        for name in CASES:
+            for target in ("sparse", "onehot", "soft"):
+                np.testing.assert_allclose(
+                    r1["values"][name][target], r2["values"][name][target],
+                    rtol=1e-5, atol=1e-6, err_msg=f"{b1} vs {b2}: {name} {target}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_extreme_logits_give_exact_values_and_finite_gradients(backend_results, backend):
+    result = result_for(backend_results, backend)
+    logit_cases = [n for n in CASES if CASES[n][1].get("from_logits", True)]
+    assert set(result["extreme"]) == set(logit_cases)
+    for name in logit_cases:
+        want = reference(name, INPUTS["onehot"], INPUTS["extreme"])
+        assert np.all(np.isfinite(result["extreme"][name])), name
+        # float32 rounds logits of 1e4 (times LDAM's scale) to ~1e-7 of their
+        # size; a loss that is a difference of such logits inherits that error.
+        atol = 1e-6 * CASES[name][1].get("scale", 1.0) * np.abs(INPUTS["extreme"]).max()
+        np.testing.assert_allclose(result["extreme"][name], want, rtol=1e-5, atol=atol,
+                                   err_msg=f"{backend} {name}")
+        assert result["grads_finite"][name] is True, f"{backend} {name}"
+    # The inputs really are extreme: logit gaps of 2e4, losses in the 1e4s.
+    assert np.max(reference("weighted_ce", INPUTS["onehot"], INPUTS["extreme"])) > 1e4

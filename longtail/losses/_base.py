@@ -22,7 +22,7 @@ from keras import ops
 
 from longtail.errors import ConfigError
 
-__all__ = ["ClassWeightedLoss"]
+__all__ = ["LongtailLoss", "ClassWeightedLoss"]
 
 
 # --------------------------------------------------------------------------
@@ -296,7 +296,23 @@ class ClassWeightState(keras.metrics.Metric):
         return {"name": self.name}
 
 
-class ClassWeightedLoss(keras.losses.Loss):
+class LongtailLoss(keras.losses.Loss):
+    """Base of every longtail loss: adds ``dtype`` to Keras' config."""
+
+    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if dtype is None or isinstance(dtype, str):
+            self._dtype_config = dtype
+        else:
+            self._dtype_config = keras.dtype_policies.serialize(dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["dtype"] = self._dtype_config
+        return config
+
+
+class ClassWeightedLoss(LongtailLoss):
     """Base of the losses that scale each class' term by a weight.
 
     The weights live in a non-trainable ``keras.Variable`` (created when the

@@ -13,12 +13,12 @@ from keras import ops
 
 from longtail.errors import ConfigError
 from longtail.losses import _base
-from longtail.losses._base import ClassWeightedLoss
+from longtail.losses._base import ClassWeightedLoss, LongtailLoss
 
 __all__ = ["LogitAdjusted", "BalancedSoftmax", "LDAM"]
 
 
-class _OffsetCrossentropy(keras.losses.Loss):
+class _OffsetCrossentropy(LongtailLoss):
     """Cross-entropy of ``logits + offset`` for a fixed per-class offset."""
 
     def _offset(self) -> np.ndarray:
