@@ -175,6 +175,7 @@ class ImageDataset(torch.utils.data.Dataset):
         transform: callable applied to the image tensor (for example
             torchvision transforms), or None.
         target_transform: callable applied to the label, or None.
+        max_pixels: decompression-bomb guard, see ``DecodeOptions``.
 
     Raises:
         longtail.DecodeError: from ``__getitem__``, naming a file that
@@ -184,7 +185,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, dataset, image_size=None, color_mode="rgb", resize="stretch",
                  transform=None, target_transform=None, max_pixels=89_478_485):
         if not hasattr(dataset, "labels") or not hasattr(dataset, "kind"):
-            raise ConfigError(f"`dataset` must be a longtail.Dataset; got {type(dataset).__name__}")
+            raise ConfigError(
+                f"`dataset` must be a longtail.Dataset; got {type(dataset).__name__}")
         self.dataset = dataset
         self.options = DecodeOptions(image_size=image_size, color_mode=color_mode,
                                      resize=resize, dtype="uint8", max_pixels=max_pixels)
