@@ -92,7 +92,6 @@ def _attach_states(model, losses) -> bool:
     Returns:
         Whether the tracked states changed.
     """
-    states = [loss._state for loss in losses if loss._state is not None]
     own = getattr(model, "_metrics", None)
     if not isinstance(own, list):
         raise RuntimeError(
@@ -100,8 +99,15 @@ def _attach_states(model, losses) -> bool:
             "list, so longtail cannot track its loss weights; please report it"
         )
     tracked = [m for m in own if isinstance(m, ClassWeightState)]
-    if [id(m) for m in tracked] == [id(s) for s in states]:
+    if [id(m) for m in tracked] == [id(loss._state) for loss in losses
+                                    if loss._state is not None]:
         return False
+    for loss in losses:
+        if loss._state is not None and all(loss._state is not m for m in tracked):
+            # A fresh variable, so that it gets the layout of the current
+            # keras.distribution (the loss may predate it).
+            loss._renew_state()
+    states = [loss._state for loss in losses if loss._state is not None]
     own[:] = [m for m in own if not isinstance(m, ClassWeightState)] + states
     return True
 

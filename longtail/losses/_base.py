@@ -362,6 +362,11 @@ class ClassWeightedLoss(LongtailLoss):
             )
         self._state.class_weight.assign(values.astype("float32"))
 
+    def _renew_state(self) -> None:
+        """Recreates the weight variable with its current values."""
+        self._state = ClassWeightState(self.get_class_weight(),
+                                       name=f"{self.name}_class_weight")
+
     def _class_weight_tensor(self, y_pred):
         """The weights as a tensor broadcastable against y_pred, or None."""
         if self._state is not None:
