@@ -100,7 +100,7 @@ class ClassBalanced(ClassWeightedLoss):
 
     Example:
         >>> loss = ClassBalanced([900, 90, 10], beta=0.999, base="focal")
-        >>> [round(w, 3) for w in loss.get_class_weight()]
+        >>> loss.get_class_weight().round(3).tolist()
         [0.044, 0.306, 2.649]
     """
 
