@@ -15,6 +15,7 @@ import io
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -292,8 +293,13 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     loader_kw = dict(label_mode=config.label_mode, num_workers=config.num_workers)
     if train_ds.kind == "files":
         loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
+    batch_size = config.batch_size
+    if len(train_ds) < batch_size:
+        warnings.warn(f"the training data has {len(train_ds)} samples, fewer than "
+                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=2)
+        batch_size = len(train_ds)
     train_loader = train_ds.loader(
-        batch_size=config.batch_size, sampling=strategy.sampling,
+        batch_size=batch_size, sampling=strategy.sampling,
         class_weight=strategy.class_weight, seed=config.seed,
         shard=placement.shard if placement else (0, 1), **loader_kw)
     val_loader = val_ds.loader(batch_size=config.batch_size, sampling="sequential",

@@ -27,9 +27,9 @@ def fast(text):
     return text
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("readme")
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path
     make_images(root / "photos", (40, 12, 6), seed=0)
     os.rename(root / "photos" / "class_0", root / "photos" / "cat")
     return root
