@@ -11,6 +11,7 @@ previous complete file or the new one, never half of one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -210,7 +211,7 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
             model = build_model(name, (features.shape[1],), k, output_bias=bias,
                                 seed=config.seed, mean=features.mean(axis=0),
                                 variance=np.maximum(features.var(axis=0), 1e-12))
-        else:
+        else:  # image files or a cache of decoded images
             channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[config.color_mode]
             model = build_model(name, (*config.image_size, channels), k, output_bias=bias,
                                 seed=config.seed, augment=resolve_augment(config.augment))
@@ -290,8 +291,13 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
     train_ds, val_ds = _open_data(config, data)
+    if train_ds.kind == "cache" and tuple(config.image_size) != train_ds.cache.image_size:
+        # A cache holds one image size: train at it rather than fail on the shape.
+        warnings.warn(f"{data}: the cache holds {train_ds.cache.image_size} images; training "
+                      f"at that size instead of image_size {config.image_size}", stacklevel=2)
+        config = dataclasses.replace(config, image_size=train_ds.cache.image_size)
     loader_kw = dict(label_mode=config.label_mode, num_workers=config.num_workers)
-    if train_ds.kind == "files":
+    if train_ds.kind != "features":
         loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
     batch_size = config.batch_size
     if len(train_ds) < batch_size:
