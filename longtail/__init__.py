@@ -32,6 +32,13 @@ _LAZY = {
     "sampling": ("longtail.sampling", None),
     "make_loader": ("longtail.loader", "make_loader"),
     "compute_metrics": ("longtail.metrics", "compute_metrics"),
+    "write_report": ("longtail.report", "write_report"),
+    "write_compare_report": ("longtail.report", "write_compare_report"),
+    "models": ("longtail.models", None),
+    "strategies": ("longtail.strategies", None),
+    "cache": ("longtail.cache", None),
+    "tf": ("longtail.tf", None),
+    "torch": ("longtail.torch", None),
 }
 
 __all__ = [
