@@ -114,7 +114,7 @@ def cmd_split(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from longtail.compare import compare, summary_markdown
+    from longtail.comparison import compare, summary_markdown
     from longtail.demo import DEMO_OPTIONS, DEMO_STRATEGIES, make_digits_lt
 
     parts = make_digits_lt(os.path.join(args.out, "digits-lt"))
@@ -149,7 +149,7 @@ def _train_options(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from longtail.train import train
+    from longtail.training import train
 
     options = {} if args.resume else _train_options(args)
     cluster = {"coordinator": args.coordinator, "num_processes": args.num_processes,
@@ -194,7 +194,7 @@ def _load_model(path: str):
 
 def cmd_evaluate(args) -> int:
     from longtail.dataset import Dataset
-    from longtail.evaluate import evaluate
+    from longtail.evaluation import evaluate
     from longtail.posthoc import tune_tau
     from longtail.report import write_report
 
@@ -241,7 +241,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from longtail.compare import compare, summary_markdown
+    from longtail.comparison import compare, summary_markdown
 
     options = _train_options(args)
     summaries = compare(args.data, args.strategies.split(","), args.out, test=args.test,

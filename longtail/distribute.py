@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 
 import keras
 
@@ -237,8 +238,10 @@ def _local_copy(model, compile_like: bool, into=None):
             if compile_like and getattr(model, "compiled", False):
                 try:
                     into.compile_from_config(model.get_compile_config())
-                except Exception:  # an unserializable loss or metric: predict only
-                    pass
+                except Exception as e:  # an unserializable loss or metric: predict only
+                    warnings.warn(f"validation on the local copy reports no val_loss: the "
+                                  f"compiled loss or metrics cannot be copied ({e})",
+                                  stacklevel=2)
         into.set_weights(weights)
     return into
 
@@ -253,6 +256,7 @@ def _check_backend():
 
 def _initialize(cluster: Cluster):
     import jax
+
     if jax.distributed.is_initialized():  # the caller did it already
         return
     try:

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from longtail.errors import ConfigError, DataError  # noqa: E402
-from longtail.evaluate import EvaluationReport, evaluate  # noqa: E402
+from longtail.evaluation import EvaluationReport, evaluate  # noqa: E402
 
 K = 4
 NAMES = ["ant", "bee", "cat", "dog"]

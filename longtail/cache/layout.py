@@ -65,7 +65,7 @@ class CacheOptions:
     rows_per_shard: int | None = None
 
     def __post_init__(self):
-        from longtail.train import parse_image_size
+        from longtail.training import parse_image_size
 
         if self.image_size is None:
             raise ConfigError("image_size is required to build a cache (e.g. 64 or 64x48)")

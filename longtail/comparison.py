@@ -58,7 +58,7 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         out: Output folder.
         test: Optional held-out DATA the summary is measured on.
         verbose: Keras verbosity for each training run.
-        **options: :func:`longtail.train` options shared by every run.
+        **options: :func:`longtail.training` options shared by every run.
 
     Returns:
         One summary per strategy: ``strategy``, ``metrics``, ``train_seconds``,
@@ -66,10 +66,10 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
     """
     from longtail._io import write_json, write_text
     from longtail.dataset import Dataset
-    from longtail.evaluate import evaluate
+    from longtail.evaluation import evaluate
     from longtail.report import write_compare_report
     from longtail.strategies import resolve_strategy
-    from longtail.train import TrainConfig, train
+    from longtail.training import TrainConfig, train
 
     strategies = [s.strip() for s in strategies if s.strip()]
     if not strategies:

@@ -176,16 +176,16 @@ def _checkpoint_callback(run_dir: str, history_rows: list[dict]):
     return RunCheckpoint()
 
 
-def _open_data(config: TrainConfig, data):
+def _open_data(config: TrainConfig, data, val_data):
     from longtail.dataset import Dataset
 
     ds = Dataset.open(data, **config.data_options)
     if (ds.class_counts > 0).sum() < 2:
         raise DataError(f"{data}: found {(ds.class_counts > 0).sum()} class with samples; "
                         "at least 2 are needed")
-    if config.val is not None:
-        val = Dataset.open(config.val, **config.data_options, class_names=ds.class_names) \
-            if not isinstance(config.val, Dataset) else config.val
+    if val_data is not None:
+        val = val_data if isinstance(val_data, Dataset) else Dataset.open(
+            val_data, **config.data_options, class_names=ds.class_names)
         if val.class_names != ds.class_names:
             raise DataError(f"{config.val}: classes {val.class_names} differ from the "
                             f"training classes {ds.class_names}")
@@ -278,6 +278,9 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
             config = TrainConfig.from_json(json.load(f)["options"])
     else:
+        val_data = options.get("val")
+        if val_data is not None and not isinstance(val_data, (str, os.PathLike)):
+            options = dict(options, val=repr(val_data))  # config.json keeps a description
         config = TrainConfig(**options)
         if out is not None and os.path.exists(os.path.join(out, "config.json")):
             raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
@@ -290,7 +293,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         placement = setup(cluster, batch_size=config.batch_size)
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
-    train_ds, val_ds = _open_data(config, data)
+    train_ds, val_ds = _open_data(config, data, val_data if not resume else config.val)
     if train_ds.kind == "cache" and tuple(config.image_size) != train_ds.cache.image_size:
         # A cache holds one image size: train at it rather than fail on the shape.
         warnings.warn(f"{data}: the cache holds {train_ds.cache.image_size} images; training "
@@ -371,7 +374,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     if placement is not None:
         model = placement.local_model(model)  # one-device copy; the distribution ends
 
-    from longtail.evaluate import evaluate
+    from longtail.evaluation import evaluate
 
     report = evaluate(model, val_loader, class_names=train_ds.class_names,
                       train_counts=train_ds.class_counts.tolist())
