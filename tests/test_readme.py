@@ -14,7 +14,7 @@ from conftest import make_images
 README = Path(__file__).resolve().parent.parent / "README.md"
 FAST = [(r"--epochs \d+", "--epochs 1"), (r"--image-size \d+", "--image-size 8"),
         (r"epochs=\d+", "epochs=1"), (r"image_size=64", "image_size=8"),
-        (r"image_size=\(64, 64\)", "image_size=(8, 8)")]
+        (r"image_size=\(64, 64\)", "image_size=(8, 8)"), (r"batch_size=64", "batch_size=16")]
 
 
 def blocks(lang):
