@@ -86,10 +86,12 @@ def make_loader(dataset, batch_size: int, image_size=None, sampling="shuffle",
             (float32 one-hot, shape ``(n, k)``).
         seed: seed of the plans and of replacement draws.
         shard: ``(index, count)``: this host's slice of the global plan.
-        num_workers: decoding threads; default the number of CPU cores;
-            0 decodes in the consuming thread.
-        prefetch: batches decoded ahead; default ``2 * num_workers`` (at
-            least 2).
+        num_workers: decoding threads; default twice the number of CPU
+            cores (each thread decodes a whole batch; the second thread per
+            core covers file reads and the short stretches that hold the
+            GIL); 0 decodes in the consuming thread.
+        prefetch: batches decoded ahead, the bound on the loader's memory;
+            default ``num_workers + 2``.
         on_error: ``"skip"`` (default: an unreadable file is counted, listed
             in ``loader.errors``, warned about once, and replaced by a sample
             of the same class drawn deterministically, so batches stay full)
@@ -164,9 +166,9 @@ class Loader(DataAdapter):
             raise ConfigError(f"shard must be an (index, count) pair; got {shard!r}")
         self.shard = (int(shard[0]), int(shard[1]))
         shard_plan(np.zeros(0, np.int64), *self.shard)  # validates the pair
-        self.num_workers = (os.cpu_count() or 1) if num_workers is None else \
-            _positive_int("num_workers", num_workers, minimum=0)
-        self.prefetch = max(2, 2 * self.num_workers) if prefetch is None else \
+        self.num_workers = min(32, 2 * (os.cpu_count() or 1)) if num_workers is None \
+            else _positive_int("num_workers", num_workers, minimum=0)
+        self.prefetch = self.num_workers + 2 if prefetch is None else \
             _positive_int("prefetch", prefetch, minimum=0)
         self.options = DecodeOptions(image_size=image_size, color_mode=color_mode,
                                      resize=resize, dtype=dtype, max_pixels=max_pixels)
