@@ -11,6 +11,31 @@ Example:
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json as _json
+import os as _os
+
+
+def _default_backend() -> None:
+    """JAX unless the user chose a backend (KERAS_BACKEND or keras.json).
+
+    Keras itself falls back to TensorFlow, and writes that into a new
+    ``~/.keras/keras.json`` on first import; a keras.json naming TensorFlow
+    when TensorFlow is not installed is treated as no choice.
+    """
+    if "KERAS_BACKEND" in _os.environ:
+        return
+    home = _os.environ.get("KERAS_HOME", _os.path.join(_os.path.expanduser("~"), ".keras"))
+    try:
+        with open(_os.path.join(home, "keras.json"), encoding="utf-8") as f:
+            chosen = _json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        chosen = None
+    if not isinstance(chosen, str) or importlib.util.find_spec(chosen) is None:
+        _os.environ["KERAS_BACKEND"] = "jax"
+
+
+_default_backend()
 
 from longtail.dataset import Dataset
 from longtail.errors import ConfigError, DataError, DecodeError, LongtailError
