@@ -1,7 +1,11 @@
 """Loader throughput and memory: longtail vs tf.data vs a hand-written PyDataset.
 
 Run: ``python -m benchmarks.loader [--images 3000] [--classes 5] [--root DIR]
-[--sizes 224,64] [--batch-size 32] [--epochs 2] [--rounds 2] [--stream-epochs 8]``
+[--sizes 224,64] [--batch-size 32] [--epochs 2] [--rounds 2] [--stream-epochs 8]
+[--plan-samples 10000000] [--plans-only]``
+
+First times every sampling plan of :mod:`longtail.sampling` over 10 million
+long-tailed labels (``--plan-samples 0`` skips it).
 
 Generates a folder-per-class tree of JPEGs (500x375, quality 90, random
 images with the 1/f spectrum of photographs, about 90 KB each) unless
@@ -238,6 +242,23 @@ def stream(root: str, size: int, batch_size: int, epochs: int) -> dict:
             "loader_budget_mb": loader.prefetch * batch_size * size * size * 3 / 2**20}
 
 
+def plan_times(samples: int, classes: int = 1000) -> dict:
+    """Seconds to build one epoch's plan of every sampler over ``samples`` labels."""
+    from longtail.sampling import SAMPLERS, resolve_sampling
+
+    rng = np.random.default_rng(0)
+    shares = 1.0 / np.arange(1, classes + 1) ** 1.2  # a long tail, imbalance ~4000
+    labels = rng.choice(classes, size=samples, p=shares / shares.sum())
+    times = {}
+    for name in SAMPLERS:
+        sampler = resolve_sampling(name)
+        sampler.plan(labels, seed=0, epoch=0)  # first touch of the memory
+        start = time.perf_counter()
+        sampler.plan(labels, seed=0, epoch=1)
+        times[name] = time.perf_counter() - start
+    return times
+
+
 def _child(args) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
            "KERAS_BACKEND": "tensorflow" if args[0] in ("tf.data", "one_core") else "jax"}
@@ -259,6 +280,8 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--stream-epochs", type=int, default=8)
+    parser.add_argument("--plan-samples", type=int, default=10_000_000)
+    parser.add_argument("--plans-only", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -267,6 +290,12 @@ def main(argv=None) -> None:
         result = (stream(*spec[1:]) if kind == "stream" else
                   one_core(*spec[1:]) if kind == "one_core" else run_one(*spec))
         print(json.dumps(result))
+        return
+    if args.plan_samples:
+        times = plan_times(args.plan_samples)
+        print(f"sampling plans over {args.plan_samples:,} labels in 1000 long-tailed classes, "
+              "seconds per epoch: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
+    if args.plans_only:
         return
     root = args.root or os.path.join(tempfile.gettempdir(), "longtail-bench-jpeg")
     if not os.path.isdir(root) or not os.listdir(root):
