@@ -18,5 +18,4 @@ def test_smoke_configuration_prints_all_three_configurations():
     assert row, result.stdout
     synthetic, cache, jpeg = (float(v.replace(",", "")) for v in row.groups()[:3])
     assert min(synthetic, cache, jpeg) > 0
-    assert int(row.group(4)) == round(100 * cache / synthetic) or abs(
-        int(row.group(4)) - 100 * cache / synthetic) <= 1
+    assert abs(int(row.group(4)) - 100 * cache / synthetic) <= 2  # the printed ratio
