@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import stat
 import struct
 
 import numpy as np
@@ -22,7 +24,7 @@ from PIL import Image, ImageOps
 
 from longtail.errors import ConfigError, DecodeError
 
-__all__ = ["DecodeOptions", "decode_image", "read_image", "sniff_format"]
+__all__ = ["DecodeOptions", "decode_image", "read_file", "read_image", "sniff_format"]
 
 COLOR_MODES = {"rgb": 3, "grayscale": 1, "rgba": 4}
 RESIZE_MODES = ("stretch", "crop", "pad")
@@ -122,13 +124,30 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def read_image(path, options: DecodeOptions) -> np.ndarray:
-    """Reads and decodes the file at ``path``; see :func:`decode_image`."""
+def _open_nonblocking(path, flags):
+    # A named pipe opened for reading would wait for a writer forever.
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def read_file(path) -> tuple[bytes, os.stat_result]:
+    """The bytes and ``os.stat`` of a regular file, or a :class:`DecodeError`.
+
+    A named pipe, device or socket is refused without waiting on it.
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DecodeError(path, "not a regular file (a named pipe, device or "
+                                  "socket); expected an image file")
+            return f.read(), info
     except OSError as e:
         raise DecodeError(path, f"cannot read the file ({e.strerror or e})") from e
+
+
+def read_image(path, options: DecodeOptions) -> np.ndarray:
+    """Reads and decodes the file at ``path``; see :func:`decode_image`."""
+    data, _ = read_file(path)
     return decode_image(data, options, path=path)
 
 

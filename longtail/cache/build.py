@@ -39,7 +39,7 @@ import simplejpeg
 from longtail._io import atomic_path, write_json
 from longtail.cache import layout
 from longtail.cache.layout import CacheOptions
-from longtail.decode import DecodeOptions, decode_image
+from longtail.decode import DecodeOptions, decode_image, read_file
 from longtail.errors import ConfigError, DataError, DecodeError
 
 __all__ = ["build_cache", "combine", "BuildResult", "parse_shard"]
@@ -222,12 +222,7 @@ def _record_ok(root: str, shard: int, fmt: str) -> dict | None:
 
 
 def _read_source(path: str, options: DecodeOptions):
-    try:
-        with open(path, "rb") as f:
-            stat = os.fstat(f.fileno())
-            data = f.read()
-    except OSError as e:
-        raise DecodeError(path, f"cannot read the file ({e.strerror or e})") from e
+    data, stat = read_file(path)
     return decode_image(data, options, path=path), stat.st_size, stat.st_mtime_ns
 
 
