@@ -17,6 +17,7 @@ import io
 import os
 import stat
 import struct
+import tokenize
 
 import numpy as np
 import simplejpeg
@@ -323,19 +324,46 @@ def _decode_pillow(data, options, path):
     return _resize(_to_mode(im, options.color_mode), options)
 
 
+def _check_npy_header(data, options, path):
+    """Checks shape, dtype and size from the header before anything is allocated.
+
+    ``np.load`` allocates what the header claims before it reads the data, so
+    a 100-byte file claiming a 100000x100000 array would ask for 30 GB.
+    """
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise DecodeError(path, f"unsupported .npy format version {version}")
+    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
+        raise DecodeError(path, f"cannot decode NPY: bad header ({e})") from e
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
+        raise DecodeError(
+            path, f"expected an (h, w) or (h, w, c) array with c in 1, 3, 4; got shape {shape}")
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise DecodeError(path, f"expected a numeric array; got dtype {dtype}")
+    if 0 in shape:
+        raise DecodeError(path, f"the array has no pixels (shape {shape})")
+    _check_pixels(shape[0], shape[1], options, path)
+    need, have = int(np.prod(shape, dtype=object)) * dtype.itemsize, len(data) - f.tell()
+    if have < need:
+        raise DecodeError(path, f"truncated .npy: the header promises {need} bytes of "
+                          f"data, the file holds {have}")
+
+
 def _decode_npy(data, options, path):
+    _check_npy_header(data, options, path)
     arr = np.load(io.BytesIO(data), allow_pickle=False)
     if arr.ndim == 2:
         arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise DecodeError(
-            path, f"expected an (h, w) or (h, w, c) array with c in 1, 3, 4; "
-            f"got shape {arr.shape}")
-    _check_pixels(arr.shape[0], arr.shape[1], options, path)
     if arr.dtype != np.uint8:
-        if arr.dtype.kind not in "biuf":
-            raise DecodeError(path, f"expected a numeric array; got dtype {arr.dtype}")
         arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise DecodeError(path, "the array holds NaN or infinite values")
         if options.dtype == "uint8" and arr.size and (arr.min() < 0 or arr.max() > 255):
             raise DecodeError(
                 path, "array values outside 0..255 do not fit uint8; use dtype='float32'")
