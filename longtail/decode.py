@@ -346,7 +346,7 @@ def _check_npy_header(data, options, path):
             path, f"expected an (h, w) or (h, w, c) array with c in 1, 3, 4; got shape {shape}")
     if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise DecodeError(path, f"expected a numeric array; got dtype {dtype}")
-    if 0 in shape:
+    if min(shape) < 1:
         raise DecodeError(path, f"the array has no pixels (shape {shape})")
     _check_pixels(shape[0], shape[1], options, path)
     need, have = int(np.prod(shape, dtype=object)) * dtype.itemsize, len(data) - f.tell()
