@@ -2,7 +2,8 @@
 
 JPEG goes through simplejpeg (libjpeg-turbo) and, when the target is at most
 half the source, is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) so most
-of the pixels are never computed; Pillow then resizes exactly. PNG, BMP, GIF
+of the pixels are never computed; OpenCV then resizes the array (bilinear,
+area averaging past a factor of 2). PNG, BMP, GIF
 (first frame), WebP, TIFF and CMYK JPEGs go through Pillow; ``.npy`` arrays
 through ``np.load(allow_pickle=False)``. The format is decided by the file's
 first bytes, not its extension.
@@ -19,6 +20,7 @@ import stat
 import struct
 import tokenize
 
+import cv2
 import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
@@ -32,11 +34,15 @@ RESIZE_MODES = ("stretch", "crop", "pad")
 DTYPES = ("uint8", "float32")
 _PIL_MODE = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
 _JPEG_COLORSPACE = {"rgb": "RGB", "grayscale": "GRAY", "rgba": "RGBA"}
-# EXIF orientation -> Pillow transpose (as in PIL.ImageOps.exif_transpose).
-_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-           8: Image.Transpose.ROTATE_90}
+# EXIF orientation -> the same transposition on an (h, w, c) array (as
+# PIL.ImageOps.exif_transpose does on an image).
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+           7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+           8: lambda a: a.transpose(1, 0, 2)[::-1]}
+# Downscale factor above which a plain bilinear resize would skip source
+# pixels (aliasing); past it OpenCV's area averaging is used instead.
+_LINEAR_MAX_FACTOR = 2.0
 
 
 def _one_of(name, value, accepted):
@@ -181,7 +187,7 @@ def decode_image(data: bytes, options: DecodeOptions, path="<bytes>") -> np.ndar
     except Image.DecompressionBombError as e:
         raise DecodeError(path, f"too many pixels for Pillow ({e})") from e
     except (ValueError, OSError, SyntaxError, EOFError, struct.error, IndexError,
-            TypeError) as e:
+            TypeError, cv2.error) as e:
         what = kind.upper() if kind != "unknown" else "image"
         raise DecodeError(path, f"cannot decode {what}: {e}") from e
     if options.dtype == "float32":
@@ -254,39 +260,48 @@ def _decode_jpeg(data, options, path):
     arr = simplejpeg.decode_jpeg(
         data, colorspace=_JPEG_COLORSPACE[options.color_mode],
         min_height=min_h, min_width=min_w)
-    if orientation == 1 and (options.image_size is None or
-                             arr.shape[:2] == options.image_size):
+    if orientation != 1:
+        arr = _ORIENT[orientation](arr)
+    return _resize(arr, options)
+
+
+def _resize(arr: np.ndarray, options) -> np.ndarray:
+    """Resizes an ``(h, w, c)`` array per ``options`` with OpenCV.
+
+    Bilinear while the downscale factor is at most 2 (the reduced-scale JPEG
+    decode leaves at most that), area averaging beyond, so no source pixel is
+    skipped. ``crop`` cuts the centred box of the target's aspect ratio
+    (rounded to whole pixels) before resizing; ``pad`` resizes to fit and
+    centres the result on zeros.
+    """
+    if options.image_size is None or arr.shape[:2] == options.image_size:
         return arr
-    return _resize(_to_pil(arr).transpose(_ORIENT[orientation])
-                   if orientation != 1 else _to_pil(arr), options)
+    th, tw = options.image_size
+    height, width = arr.shape[:2]
+    if options.resize == "stretch":
+        return _cv_resize(arr, th, tw)
+    if options.resize == "crop":
+        ch = min(height, max(1, round(width * th / tw)))
+        cw = min(width, max(1, round(height * tw / th)))
+        top, left = (height - ch) // 2, (width - cw) // 2
+        return _cv_resize(arr[top:top + ch, left:left + cw], th, tw)
+    scale = min(th / height, tw / width)
+    nh = min(th, max(1, round(height * scale)))
+    nw = min(tw, max(1, round(width * scale)))
+    out = np.zeros((th, tw, arr.shape[-1]), arr.dtype)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    out[top:top + nh, left:left + nw] = _cv_resize(arr, nh, nw)
+    return out
 
 
-def _to_pil(arr):
-    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-
-
-def _resize(im: Image.Image, options) -> np.ndarray:
-    """Resizes a Pillow image per ``options`` and returns (h, w, c) array."""
-    if options.image_size is not None and im.size != options.image_size[::-1]:
-        th, tw = options.image_size
-        width, height = im.size
-        if options.resize == "stretch":
-            im = im.resize((tw, th), Image.Resampling.BILINEAR)
-        elif options.resize == "crop":
-            scale = max(th / height, tw / width)
-            ch, cw = th / scale, tw / scale
-            box = ((width - cw) / 2, (height - ch) / 2,
-                   (width + cw) / 2, (height + ch) / 2)
-            im = im.resize((tw, th), Image.Resampling.BILINEAR, box=box)
-        else:
-            scale = min(th / height, tw / width)
-            nh = min(th, max(1, round(height * scale)))
-            nw = min(tw, max(1, round(width * scale)))
-            inner = im.resize((nw, nh), Image.Resampling.BILINEAR)
-            im = Image.new(im.mode, (tw, th))
-            im.paste(inner, ((tw - nw) // 2, (th - nh) // 2))
-    arr = np.asarray(im)
-    return arr[..., None] if arr.ndim == 2 else arr
+def _cv_resize(arr, th, tw):
+    height, width = arr.shape[:2]
+    if (height, width) == (th, tw):
+        return np.ascontiguousarray(arr)
+    factor = max(height / th, width / tw)
+    mode = cv2.INTER_AREA if factor > _LINEAR_MAX_FACTOR else cv2.INTER_LINEAR
+    out = cv2.resize(np.ascontiguousarray(arr), (tw, th), interpolation=mode)
+    return out.reshape(th, tw, arr.shape[-1])
 
 
 def _to_mode(im: Image.Image, color_mode: str) -> Image.Image:
@@ -321,7 +336,8 @@ def _decode_pillow(data, options, path):
         im.draft(im.mode, (min_h, min_w) if turned else (min_w, min_h))
     im.load()
     im = ImageOps.exif_transpose(im)
-    return _resize(_to_mode(im, options.color_mode), options)
+    arr = np.asarray(_to_mode(im, options.color_mode))
+    return _resize(arr[..., None] if arr.ndim == 2 else arr, options)
 
 
 def _check_npy_header(data, options, path):
@@ -368,12 +384,7 @@ def _decode_npy(data, options, path):
             raise DecodeError(
                 path, "array values outside 0..255 do not fit uint8; use dtype='float32'")
     arr = _convert_channels(arr, options.channels)
-    if options.image_size is not None and arr.shape[:2] != options.image_size:
-        if arr.dtype == np.uint8:
-            arr = _resize(_to_pil(arr), options)
-        else:  # float planes, resized one by one in Pillow's "F" mode
-            arr = np.concatenate([_resize(Image.fromarray(arr[..., c]), options)
-                                  for c in range(arr.shape[-1])], axis=-1)
+    arr = _resize(arr, options)  # uint8 or float32; OpenCV takes both
     if arr.dtype != np.uint8 and options.dtype == "uint8":
         arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     return arr
