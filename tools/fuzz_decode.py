@@ -320,13 +320,33 @@ def _reason(reason: str) -> str:
     return re.sub(r"\d+", "N", reason.split(";")[0].split(":")[0])[:70]
 
 
-def run_worker(seed: int, start: int, stop: int, progress: str, memory_mb: int) -> dict:
-    """Decodes cases ``start..stop-1``; writes each case index to ``progress`` first."""
+def _check_output(out, opts):
+    """Why ``out`` breaks the decoder's promise, or None."""
+    import numpy as np
+
+    if not isinstance(out, np.ndarray) or out.ndim != 3:
+        return f"output is not an (h, w, c) array: {type(out)} {getattr(out, 'shape', '')}"
+    if out.dtype != np.dtype(opts.dtype) or out.shape[-1] != opts.channels:
+        return f"output {out.dtype} {out.shape}, expected {opts.dtype} with {opts.channels} channels"
+    if opts.image_size is not None and out.shape[:2] != opts.image_size:
+        return f"output size {out.shape[:2]}, expected {opts.image_size}"
+    if 0 in out.shape:
+        return f"empty output {out.shape}"
+    return None
+
+
+def run_worker(seed: int, start: int, stop: int, progress: str, memory_mb: int,
+               inject: dict | None = None) -> None:
+    """Decodes cases ``start..stop-1``, printing one JSON record per case as it ends.
+
+    Each case index is written to ``progress`` before the case starts, so the
+    driver knows which case a crash or a hang happened in. ``inject``
+    (``{index: "crash" | "hang"}``) makes a case abort or sleep, to test that
+    the driver catches both.
+    """
     import resource
     import traceback
     import warnings
-
-    import numpy as np
 
     from longtail.decode import DecodeOptions, decode_image, read_image
     from longtail.errors import DecodeError
@@ -334,82 +354,93 @@ def run_worker(seed: int, start: int, stop: int, progress: str, memory_mb: int) 
     corpus = seed_corpus()
     options = [DecodeOptions(image_size=s, color_mode=c, resize=r, dtype=d)
                for s, c, r, d in OPTIONS]
-    rss_start_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rss_before_cases_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}),
+          flush=True)
     cap = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    counts = collections.Counter()
-    reasons = collections.Counter()
-    warned = collections.Counter()
-    bugs = []
-    slowest, peak = (0.0, None), (rss_start_kb, None)
     fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     folder = tempfile.mkdtemp(prefix="fuzz-decode-")
     try:
         for i in range(start, stop):
             os.pwrite(fd, f"{i:>12}\n".encode(), 0)
+            if inject and inject.get(i) == "crash":
+                os.abort()
+            if inject and inject.get(i) == "hang":
+                time.sleep(3600)
             data, info = make_case(corpus, seed, i)
             opts = options[i % len(options)]
             name = f"case-{i}.{EXTENSIONS.get(info['seed_file'].split('-')[0], 'bin')}"
+            record = {"index": i}
             t0 = time.perf_counter()
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    if i % 8 == 0:
+                    if i % 8 == 0:  # through read_image, from a file
                         path = os.path.join(folder, name)
                         with open(path, "wb") as f:
                             f.write(data)
                         out = read_image(path, opts)
-                        os.unlink(path)
                     else:
                         path = name
                         out = decode_image(data, opts, path=path)
-                for w in caught:
-                    warned[f"{w.category.__name__}: {str(w.message)[:60]}"] += 1
-                want_dtype = np.dtype(opts.dtype)
-                bad = None
-                if not isinstance(out, np.ndarray) or out.ndim != 3:
-                    bad = f"output is not an (h, w, c) array: {type(out)} {getattr(out, 'shape', '')}"
-                elif out.dtype != want_dtype or out.shape[-1] != opts.channels:
-                    bad = f"output dtype/channels {out.dtype} {out.shape}, expected {want_dtype} c={opts.channels}"
-                elif opts.image_size is not None and out.shape[:2] != opts.image_size:
-                    bad = f"output size {out.shape[:2]}, expected {opts.image_size}"
-                elif 0 in out.shape:
-                    bad = f"empty output {out.shape}"
-                if bad:
-                    bugs.append({**info, "error": "WrongOutput", "message": bad})
-                    counts["bug"] += 1
-                else:
-                    counts["ok"] += 1
+                wrong = _check_output(out, opts)
+                record["outcome"] = "ok" if wrong is None else "bug"
+                if wrong:
+                    record["bug"] = {**info, "error": "WrongOutput", "message": wrong}
             except DecodeError as e:
-                counts["DecodeError"] += 1
-                reasons[_reason(e.reason)] += 1
+                record.update(outcome="DecodeError", reason=_reason(e.reason))
                 if path not in str(e):
-                    bugs.append({**info, "error": "DecodeError without the file name",
-                                 "message": str(e)})
-                    counts["bug"] += 1
+                    record.update(outcome="bug", bug={
+                        **info, "error": "DecodeError without the file name",
+                        "message": str(e)})
             except Exception as e:  # noqa: BLE001 - anything else is what we look for
-                counts["bug"] += 1
-                bugs.append({**info, "error": type(e).__name__, "message": str(e)[:300],
-                             "where": traceback.format_exc().strip().splitlines()[-3:]})
-            dt = time.perf_counter() - t0
-            if dt > slowest[0]:
-                slowest = (dt, info)
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            if rss > peak[0]:
-                peak = (rss, info)
+                record.update(outcome="bug", bug={
+                    **info, "error": type(e).__name__, "message": str(e)[:300],
+                    "where": traceback.format_exc().strip().splitlines()[-3:]})
+            record["seconds"] = time.perf_counter() - t0
+            record["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            record["warnings"] = [f"{w.category.__name__}: {str(w.message)[:60]}"
+                                  for w in caught]
+            if i % 8 == 0 and os.path.exists(os.path.join(folder, name)):
+                os.unlink(os.path.join(folder, name))
+            print(json.dumps(record, default=str), flush=True)
     finally:
         os.close(fd)
         for leftover in os.listdir(folder):
             os.unlink(os.path.join(folder, leftover))
         os.rmdir(folder)
-    return {"counts": dict(counts), "reasons": dict(reasons), "warnings": dict(warned),
-            "bugs": bugs, "max_seconds": slowest[0], "slowest": slowest[1],
-            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            "peak_case": peak[1],
-            "rss_before_cases_kb": rss_start_kb}
 
 
 # ------------------------------------------------------------------ driver
+class Tally:
+    """What the workers reported, case by case."""
+
+    def __init__(self):
+        self.counts = collections.Counter()
+        self.reasons = collections.Counter()
+        self.warnings = collections.Counter()
+        self.bugs, self.fatal = [], []
+        self.slowest, self.peak = (0.0, None), (0, None)
+        self.rss_before_cases_kb = 0
+
+    def add(self, record: dict, corpus, seed) -> None:
+        if "rss_before_cases_kb" in record:
+            self.rss_before_cases_kb = max(self.rss_before_cases_kb,
+                                           record["rss_before_cases_kb"])
+            return
+        i = record["index"]
+        self.counts[record["outcome"]] += 1
+        if "reason" in record:
+            self.reasons[record["reason"]] += 1
+        if "bug" in record:
+            self.bugs.append(record["bug"])
+        self.warnings.update(record["warnings"])
+        if record["seconds"] > self.slowest[0]:
+            self.slowest = (record["seconds"], make_case(corpus, seed, i)[1])
+        if record["rss_kb"] > self.peak[0]:
+            self.peak = (record["rss_kb"], make_case(corpus, seed, i)[1])
+
+
 def _read_progress(path: str) -> int | None:
     try:
         with open(path, "rb") as f:
@@ -431,44 +462,52 @@ def _save_finding(out_dir, corpus, seed, index, what, detail) -> str:
     return path
 
 
-def run_chunk(seed, start, stop, args, corpus, report) -> None:
-    """Runs cases ``start..stop-1`` in subprocesses; a crash or hang skips its case."""
+def run_chunk(seed, start, stop, args, corpus, tally, lock) -> None:
+    """Runs cases ``start..stop-1`` in subprocesses; a crash or a hang skips its case."""
     while start < stop:
         with tempfile.NamedTemporaryFile(prefix="fuzz-progress-", delete=False) as f:
             progress = f.name
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--seed", str(seed),
                "--start", str(start), "--stop", str(stop), "--progress", progress,
-               "--memory-mb", str(args.memory_mb)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        current, since = None, time.monotonic()
-        hung = False
-        while proc.poll() is None:
-            time.sleep(0.05)
-            now = _read_progress(progress)
-            if now != current:
-                current, since = now, time.monotonic()
-            elif time.monotonic() - since > args.timeout:
-                proc.kill()
-                hung = True
-        stdout, stderr = proc.communicate()
+               "--memory-mb", str(args.memory_mb)] + \
+            (["--inject", args.inject] if args.inject else [])
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+            current, since, hung = None, time.monotonic(), False
+            while proc.poll() is None:
+                time.sleep(0.05)
+                now = _read_progress(progress)
+                if now != current:
+                    current, since = now, time.monotonic()
+                elif time.monotonic() - since > args.timeout:
+                    proc.kill()
+                    proc.wait()
+                    hung = True
+            out.seek(0)
+            err.seek(0)
+            lines, stderr = out.read().decode().splitlines(), err.read().decode(errors="replace")
         last = _read_progress(progress)
         os.unlink(progress)
+        done = set()
+        with lock:
+            for line in lines:
+                record = json.loads(line)
+                tally.add(record, corpus, seed)
+                done.add(record.get("index"))
         if proc.returncode == 0 and not hung:
-            result = json.loads(stdout.decode().strip().splitlines()[-1])
-            report["chunks"].append(result)
             return
-        index = last if last is not None else start
+        index = last if last is not None and last not in done else start
         if hung:
-            what, detail = "hang", f"no progress for {args.timeout} s"
+            what, detail = "hang", f"no progress for {args.timeout:g} s"
         elif proc.returncode < 0:
             what, detail = "crash", f"killed by {signal.Signals(-proc.returncode).name}"
         else:
             what = "crash"
             detail = f"exit status {proc.returncode}: " + \
-                " | ".join(stderr.decode(errors="replace").strip().splitlines()[-3:])
+                " | ".join(stderr.strip().splitlines()[-3:])
         path = _save_finding(args.out, corpus, seed, index, what, detail)
-        report["fatal"].append({"index": index, "what": what, "detail": detail,
-                                "saved": path})
+        with lock:
+            tally.fatal.append({"index": index, "what": what, "detail": detail, "saved": path})
         print(f"case {index}: {what} ({detail}); input saved to {path}", file=sys.stderr)
         start = index + 1
 
@@ -490,80 +529,72 @@ def main(argv=None) -> int:
     parser.add_argument("--start", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--stop", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--progress", help=argparse.SUPPRESS)
+    parser.add_argument("--inject", default=None, help=argparse.SUPPRESS)  # "crash@3,hang@7"
     args = parser.parse_args(argv)
     if args.worker:
-        result = run_worker(args.seed, args.start, args.stop, args.progress, args.memory_mb)
-        print(json.dumps(result, default=str))
+        inject = {int(i): what for what, i in
+                  (item.split("@") for item in args.inject.split(","))} if args.inject else None
+        run_worker(args.seed, args.start, args.stop, args.progress, args.memory_mb, inject)
         return 0
 
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.monotonic()
     corpus = seed_corpus()
-    report = {"chunks": [], "fatal": []}
+    tally, lock = Tally(), threading.Lock()
     bounds = [(s, min(s + args.chunk, args.cases)) for s in range(0, args.cases, args.chunk)]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        for future in [pool.submit(run_chunk, args.seed, a, b, args, corpus, report)
+        for future in [pool.submit(run_chunk, args.seed, a, b, args, corpus, tally, lock)
                        for a, b in bounds]:
             future.result()
-    counts, reasons, warned = collections.Counter(), collections.Counter(), \
-        collections.Counter()
-    bugs, slowest, peak = [], (0.0, None), (0, None)
-    for r in report["chunks"]:
-        counts.update(r["counts"])
-        reasons.update(r["reasons"])
-        warned.update(r["warnings"])
-        bugs.extend(r["bugs"])
-        if r["max_seconds"] > slowest[0]:
-            slowest = (r["max_seconds"], r["slowest"])
-        if r["peak_rss_kb"] > peak[0]:
-            peak = (r["peak_rss_kb"], r["peak_case"])
+    bugs, fatal = sorted(tally.bugs, key=lambda b: b["index"]), \
+        sorted(tally.fatal, key=lambda f: f["index"])
     for bug in bugs:
         bug["saved"] = _save_finding(args.out, corpus, args.seed, bug["index"], "bug",
                                      f"{bug['error']}: {bug['message']}")
+    slowest, peak = tally.slowest, tally.peak
     summary = {
         "cases": args.cases, "seed": args.seed, "seed_files": len(corpus),
-        "ok": counts["ok"], "decode_error": counts["DecodeError"],
-        "decode_error_reasons": dict(reasons.most_common()),
-        "bugs": len(bugs), "crashes": sum(f["what"] == "crash" for f in report["fatal"]),
-        "hangs": sum(f["what"] == "hang" for f in report["fatal"]),
-        "warnings": dict(warned.most_common()),
+        "ok": tally.counts["ok"], "decode_error": tally.counts["DecodeError"],
+        "decode_error_reasons": dict(tally.reasons.most_common()),
+        "bugs": len(bugs), "crashes": sum(f["what"] == "crash" for f in fatal),
+        "hangs": sum(f["what"] == "hang" for f in fatal),
+        "warnings": dict(tally.warnings.most_common()),
         "max_seconds_per_file": round(slowest[0], 4), "slowest_case": slowest[1],
         "peak_rss_mb": round(peak[0] / 1024, 1), "peak_case": peak[1],
-        "rss_before_cases_mb": round(max((r["rss_before_cases_kb"]
-                                          for r in report["chunks"]), default=0) / 1024, 1),
+        "rss_before_cases_mb": round(tally.rss_before_cases_kb / 1024, 1),
         "memory_limit_mb": args.memory_mb, "timeout_s": args.timeout,
         "wall_seconds": round(time.monotonic() - t0, 1),
-        "bug_list": bugs[:50], "fatal": report["fatal"],
+        "bug_list": bugs[:50], "fatal": fatal,
     }
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
-    else:
-        print(f"{args.cases} mutated files from {len(corpus)} seed files, seed {args.seed}, "
-              f"in {summary['wall_seconds']} s")
-        print(f"  decoded ok:   {summary['ok']}")
-        print(f"  DecodeError:  {summary['decode_error']}")
-        for reason, n in reasons.most_common():
-            print(f"    {n:>6}  {reason}")
-        print(f"  bugs (other exceptions, wrong output): {summary['bugs']}")
-        print(f"  crashes: {summary['crashes']}, hangs (> {args.timeout:g} s): "
-              f"{summary['hangs']}")
-        print(f"  slowest file: {summary['max_seconds_per_file']} s "
-              f"({slowest[1] and slowest[1]['seed_file']} {slowest[1] and slowest[1]['mutations']})")
-        print(f"  peak RSS of a worker: {summary['peak_rss_mb']} MB "
-              f"({summary['rss_before_cases_mb']} MB after imports; RLIMIT_AS "
-              f"{args.memory_mb} MB); reached at case "
-              f"{peak[1] and peak[1]['index']} ({peak[1] and peak[1]['seed_file']} "
-              f"{peak[1] and peak[1]['mutations']})")
-        for message, n in warned.most_common():
-            print(f"  warning x{n}: {message}")
-        for bug in bugs[:20]:
-            print(f"  BUG case {bug['index']} ({bug['seed_file']} {bug['mutations']}): "
-                  f"{bug['error']}: {bug['message'][:160]} -> {bug['saved']}")
-        for fatal in report["fatal"]:
-            print(f"  {fatal['what'].upper()} case {fatal['index']}: {fatal['detail']} -> "
-                  f"{fatal['saved']}")
-    return 0 if not bugs and not report["fatal"] else 1
+        return 0 if not bugs and not fatal else 1
+
+    def case(info):
+        return "-" if info is None else \
+            f"case {info['index']}: {info['seed_file']} {', '.join(info['mutations'])}"
+
+    print(f"{args.cases} mutated files from {len(corpus)} seed files, seed {args.seed}, "
+          f"in {summary['wall_seconds']} s")
+    print(f"  decoded ok:   {summary['ok']}")
+    print(f"  DecodeError:  {summary['decode_error']}")
+    for reason, n in tally.reasons.most_common():
+        print(f"    {n:>6}  {reason}")
+    print(f"  bugs (other exceptions, wrong output): {summary['bugs']}")
+    print(f"  crashes: {summary['crashes']}, hangs (> {args.timeout:g} s): {summary['hangs']}")
+    print(f"  slowest file: {summary['max_seconds_per_file']} s ({case(slowest[1])})")
+    print(f"  peak RSS of a worker: {summary['peak_rss_mb']} MB, "
+          f"{summary['rss_before_cases_mb']} MB of it after imports; RLIMIT_AS "
+          f"{args.memory_mb} MB ({case(peak[1])})")
+    for message, n in tally.warnings.most_common(8):
+        print(f"  warning x{n}: {message}")
+    for bug in bugs[:20]:
+        print(f"  BUG {case(bug)}: {bug['error']}: {bug['message'][:160]} -> {bug['saved']}")
+    for f in fatal:
+        print(f"  {f['what'].upper()} case {f['index']}: {f['detail']} -> {f['saved']}")
+    return 0 if not bugs and not fatal else 1
 
 
 if __name__ == "__main__":
