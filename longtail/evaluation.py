@@ -148,6 +148,29 @@ def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, n
     return np.concatenate(ys), np.concatenate(outs)
 
 
+def _drop_unreadable(batches, y_true, scores, steps):
+    """Leaves out the rows a sequential loader filled in for unreadable files.
+
+    A longtail loader replaces a file that fails to decode with another sample
+    of its class; fine for training, but evaluation would count that sample
+    twice. In a sequential pass row ``i`` is sample ``i``, so those rows are
+    dropped and the files listed in a warning (and in ``unreadable_files``).
+    """
+    errors = list(getattr(batches, "errors", None) or [])
+    sampler = getattr(getattr(batches, "sampler_", None), "name", None)
+    if not errors or steps is not None or sampler != "sequential" or batches.shard != (0, 1):
+        return y_true, scores, []
+    keep = np.ones(len(y_true), bool)
+    bad = batches.unreadable
+    keep[bad[bad < len(keep)]] = False
+    if not keep.any():
+        raise DataError(f"none of the {len(y_true)} files could be decoded; first: {errors[0]}")
+    shown = "; ".join(str(e) for e in errors[:5]) + (" ..." if len(errors) > 5 else "")
+    warnings.warn(f"{len(errors)} unreadable files were left out of the metrics: {shown}",
+                  UserWarning, stacklevel=3)
+    return y_true[keep], scores[keep], errors
+
+
 def _looks_like_probabilities(scores: np.ndarray) -> bool:
     return bool(np.all(scores >= 0) and np.all(scores <= 1)
                 and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
@@ -243,6 +266,7 @@ def evaluate(
     """
     batches = _loader_of(model, data, batch_size, loader_kw)
     y_true, scores = _collect(model, batches, steps)
+    y_true, scores, unreadable = _drop_unreadable(batches, y_true, scores, steps)
     if scores.shape[1] == 1:
         scores = _two_columns(scores)
     if class_names is None:
@@ -257,7 +281,7 @@ def evaluate(
             f"the model outputs {scores.shape[1]} scores per sample but there are "
             f"{len(class_names)} classes ({class_names[:5]}...)"
         )
-    if _is_dataset(data) and steps is None and len(y_true) != len(data):
+    if _is_dataset(data) and steps is None and len(y_true) + len(unreadable) != len(data):
         warnings.warn(f"the loader yielded {len(y_true)} samples but `data` holds "
                       f"{len(data)}; metrics cover only those yielded", UserWarning,
                       stacklevel=2)
@@ -274,5 +298,7 @@ def evaluate(
     metrics = compute_metrics(y_true, scores, class_names, train_counts=train_counts,
                               shot_thresholds=shot_thresholds, top_k=top_k)
     metrics["posthoc_tau"] = None if posthoc_tau is None else float(posthoc_tau)
+    if unreadable:
+        metrics["unreadable_files"] = [{"path": e.path, "reason": e.reason} for e in unreadable]
     return EvaluationReport(y_true=y_true, y_score=scores, class_names=class_names,
                             metrics=metrics, posthoc_tau=posthoc_tau, logits=logits)

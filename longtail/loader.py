@@ -140,7 +140,8 @@ class Loader(DataAdapter):
     ``class_weight`` to the loader (``fit`` is refused one).
 
     Attributes:
-        errors: the :class:`DecodeError` of each unreadable file (once each).
+        errors: the :class:`DecodeError` of each unreadable file (once each);
+            :attr:`unreadable` holds their dataset indices.
         skipped: how many times a sample was replaced because it failed.
         sampler_: the resolved :class:`longtail.sampling.Sampler`.
         class_weight_: float32 weight per class, or None.
@@ -205,6 +206,12 @@ class Loader(DataAdapter):
     # ------------------------------------------------------------ the plan
     def __len__(self) -> int:
         return self._num_batches
+
+    @property
+    def unreadable(self) -> np.ndarray:
+        """Sorted dataset indices of the files that failed to decode so far."""
+        with self._lock:
+            return np.array(sorted(self._bad), dtype=np.int64)
 
     @property
     def epoch(self) -> int:
