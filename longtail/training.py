@@ -380,6 +380,13 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
                       train_counts=train_ds.class_counts.tolist())
     metrics = report.to_dict()
     metrics["train_seconds"] = seconds
+    unreadable = {e.path: e for loader in (train_loader, val_loader)
+                  for e in getattr(loader, "errors", ())}
+    if unreadable:
+        shown = "; ".join(str(e) for e in list(unreadable.values())[:5])
+        warnings.warn(f"{len(unreadable)} unreadable files were skipped (training drew "
+                      "another sample of the same class; validation metrics leave them "
+                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=2)
     if out is not None:
         _finish_run(out, model, report, run_config)
     if placement is not None:
