@@ -317,7 +317,7 @@ def cmd_cache(args) -> int:
             label_column=args.label_column, path_column=args.path_column,
             weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None)
     for w in caught:
-        print(f"longtail: warning: {w.message}", file=sys.stderr)
+        print(f"longtail: warning: {_one_line(w.message)}", file=sys.stderr)
     done = (f"{result.images} images written in {result.shards_built} shards, "
             f"{result.shards_reused} complete shards kept")
     if result.complete:
@@ -460,17 +460,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text) -> str:
+    """A message on one line: newlines (in file names, say) shown as \\n."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"longtail: warning: {_one_line(message)}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args) or 0
+        with warnings.catch_warnings():
+            if not debug:  # one line per warning, without the source line
+                warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args) or 0
     except LongtailError as e:
         if debug:
             raise
-        print(f"longtail: error: {e}", file=sys.stderr)
+        print(f"longtail: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`
         return 0
@@ -478,7 +490,7 @@ def main(argv=None) -> int:
         if debug:
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(f"longtail: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"longtail: error: {_one_line(where)}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("longtail: interrupted", file=sys.stderr)
