@@ -9,7 +9,9 @@ Rules (documented in the README and ``Dataset.from_directory``):
   folders are skipped; only the accepted extensions count (case-insensitive).
 - Symbolic links are skipped (and counted in a warning) unless
   ``follow_symlinks=True``; followed folders are entered at most once, so a
-  link loop cannot recurse.
+  link loop cannot recurse, and never from inside another class folder (a
+  class folder that leads to the top folder or to another class stays empty,
+  with a warning). Links that dangle or loop are counted in a warning.
 - Files at the top level are ignored with a warning.
 - An empty class folder stays a class (so class indices agree with Keras) with
   zero samples, and a warning names it.
@@ -57,10 +59,7 @@ def _walk_class(
 ) -> list[str]:
     """Relative paths (``class/sub/file``) of the accepted files under one class."""
     found = []
-    stack = [class_dir]
-    if follow_symlinks:
-        st = os.stat(os.path.join(root, class_dir))
-        seen.add((st.st_dev, st.st_ino))
+    stack = [class_dir]  # with follow_symlinks its own key is already in `seen`
     while stack:
         rel = stack.pop()
         try:
@@ -79,8 +78,9 @@ def _walk_class(
                         counters["symlinks"] += 1
                         continue
                     try:
-                        st = entry.stat()  # follows the link; fails if it dangles
+                        st = entry.stat()  # follows the link; fails if it dangles or loops
                     except OSError:
+                        counters["broken"] += 1
                         continue
                     if os.path.isdir(entry.path):
                         key = (st.st_dev, st.st_ino)
@@ -162,18 +162,32 @@ def scan_directory(
             stacklevel=3,
         )
     exts = _normalise_extensions(extensions)
-    counters = {"symlinks": 0}
+    counters = {"symlinks": 0, "broken": 0}
     seen: set = {(os.stat(root).st_dev, os.stat(root).st_ino)}
+    aliases = []  # class links to the top folder or to a class listed before
+    if follow_symlinks:  # no class folder is entered from inside another one
+        for name in subdirs:
+            st = os.stat(os.path.join(root, name))
+            if (st.st_dev, st.st_ino) in seen:
+                aliases.append(name)
+            seen.add((st.st_dev, st.st_ino))
     all_paths: list[str] = []
     counts = []
     # tqdm's disable=None shows the bar only on a terminal.
     bar = tqdm(subdirs, desc="indexing", unit="class", leave=False,
                disable=None if progress is None else not progress)
     for name in bar:
-        files = _walk_class(root, name, exts, follow_symlinks, seen, counters)
+        files = [] if name in aliases else _walk_class(root, name, exts, follow_symlinks,
+                                                          seen, counters)
         all_paths.extend(files)
         counts.append(len(files))
-    empty = [c for c, n in zip(subdirs, counts) if n == 0]
+    if aliases:
+        warnings.warn(
+            f"{path}: class folders that lead to the top folder or to another class folder "
+            f"are not entered (kept as classes with zero samples): {', '.join(aliases)}",
+            stacklevel=3,
+        )
+    empty = [c for c, n in zip(subdirs, counts) if n == 0 and c not in aliases]
     if empty:
         warnings.warn(
             f"{path}: class folders with no accepted files (kept as classes with zero "
@@ -184,6 +198,11 @@ def scan_directory(
         warnings.warn(
             f"{path}: skipped {counters['symlinks']} symbolic links; pass "
             "follow_symlinks=True (--follow-symlinks) to follow them",
+            stacklevel=3,
+        )
+    if counters["broken"]:
+        warnings.warn(
+            f"{path}: skipped {counters['broken']} symbolic links that dangle or loop",
             stacklevel=3,
         )
     labels = np.repeat(np.arange(len(subdirs), dtype=np.int32), counts)
