@@ -142,6 +142,7 @@ class Dataset:
         weight_column: str | None = None,
         feature_columns: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
+        allow_outside_root: bool = False,
     ) -> "Dataset":
         """Reads a CSV or Parquet table, or a manifest written by :meth:`save`.
 
@@ -149,23 +150,34 @@ class Dataset:
             file: A ``.csv``, ``.tsv`` or ``.parquet`` file.
             label_column: Column of class names or integer class indices.
             path_column: Column of file paths, relative to the table's folder
-                unless absolute. Without it the numeric columns (other than
-                label and weight) are the features of tabular data.
+                (absolute paths must lie inside it too, unless
+                ``allow_outside_root``). Without it the numeric columns (other
+                than label and weight) are the features of tabular data.
             weight_column: Optional per-row weights, finite and >= 0.
             feature_columns: Explicit feature columns (tabular data).
             class_names: Explicit class list; by default the sorted distinct
                 labels (or ``0..max`` for integer labels).
+            allow_outside_root: Accept paths that lead outside the table's
+                root (the table's folder, or the root a manifest stores):
+                absolute paths elsewhere or ``..``. Refused by default, so a
+                table from elsewhere cannot point longtail at other files.
+
+        Raises:
+            DataError: A missing column, a bad label or weight, or a path
+                outside the root (names the row).
         """
         from longtail.cache import is_cache_manifest, load_split
         from longtail.sources.table import read_table
 
         if is_cache_manifest(file):  # rows of a cache: read them from the cache
-            return load_split(file, class_names=class_names)
+            return load_split(file, class_names=class_names,
+                              allow_outside_root=allow_outside_root)
         data = read_table(
             file, label_column=label_column, path_column=path_column,
             weight_column=weight_column,
             feature_columns=None if feature_columns is None else list(feature_columns),
             class_names=None if class_names is None else list(class_names),
+            allow_outside_root=allow_outside_root,
         )
         return cls(class_names=data.class_names, labels=data.labels, paths=data.paths,
                    root=data.root, features=data.features,
@@ -243,8 +255,8 @@ class Dataset:
                 (``longtail cache``), or a Dataset.
             **options: Passed to :meth:`from_directory` (``extensions``,
                 ``follow_symlinks``) or :meth:`from_table` (``label_column``,
-                ``path_column``, ``weight_column``); options that do not apply
-                to the form found are ignored.
+                ``path_column``, ``weight_column``, ``allow_outside_root``);
+                options that do not apply to the form found are ignored.
         """
         if isinstance(data, Dataset):
             return data
@@ -254,7 +266,8 @@ class Dataset:
         if is_cache(path):
             from longtail.cache import open_cache
 
-            return open_cache(path).dataset(class_names=options.get("class_names"))
+            return open_cache(path, allow_outside_root=bool(options.get(
+                "allow_outside_root"))).dataset(class_names=options.get("class_names"))
         if os.path.isdir(path):
             keys = ("extensions", "follow_symlinks", "class_names", "progress")
             return cls.from_directory(path, **{k: v for k, v in options.items()
@@ -263,7 +276,7 @@ class Dataset:
             raise DataError(f"{path}: no such file or folder")
         if path.lower().endswith(_TABLE_SUFFIXES):
             keys = ("label_column", "path_column", "weight_column", "feature_columns",
-                    "class_names")
+                    "class_names", "allow_outside_root")
             return cls.from_table(path, **{k: v for k, v in options.items()
                                            if k in keys and v is not None})
         raise DataError(
@@ -411,7 +424,10 @@ class Dataset:
         """Writes the index as a Parquet manifest, atomically; :meth:`load` reads it back.
 
         The class list (with empty classes and their order), labels, paths,
-        features and weights round-trip exactly. No pickle is involved.
+        features and weights round-trip exactly. No pickle is involved. Every
+        path is stored relative to the stored root, which is widened to the
+        paths' common folder when some lie outside :attr:`root`, so the
+        manifest loads without ``allow_outside_root``.
         """
         import pyarrow.parquet as pq
 
@@ -420,8 +436,32 @@ class Dataset:
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         with atomic_path(path) as tmp:
-            pq.write_table(self.to_table(relative_to=folder), tmp)
+            pq.write_table(self._rooted().to_table(relative_to=folder), tmp)
         return path
+
+    def _rooted(self) -> "Dataset":
+        """This dataset with every path inside :attr:`root` (a new root if needed)."""
+        import pyarrow.compute as pc
+
+        if self._paths is None or len(self) == 0:
+            return self
+        if self.root is not None:
+            suspect = pc.or_(pc.starts_with(self._paths, "/"),
+                             pc.match_substring(self._paths, ".."))
+            if os.name != "nt" and not pc.any(suspect).as_py():
+                return self
+        full = [os.path.normpath(p) for p in self.paths.tolist()]
+        inside = os.path.join(os.path.normpath(self.root), "") if self.root else None
+        if inside is not None and all(p.startswith(inside) for p in full):
+            return self
+        try:
+            root = os.path.commonpath([os.path.dirname(p) for p in full])
+        except ValueError:  # paths on several Windows drives: keep them absolute
+            return self
+        return Dataset(class_names=self.class_names, labels=self.labels,
+                       paths=pa.array([os.path.relpath(p, root) for p in full], pa.string()),
+                       root=root, weights=self.weights, cache=self.cache,
+                       cache_rows=self.cache_rows)
 
     def equals(self, other: "Dataset") -> bool:
         """Whether two datasets index the same samples with the same labels."""

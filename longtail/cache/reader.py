@@ -241,7 +241,7 @@ def _incomplete(root: str) -> DataError:
         f"the options in {layout.PLAN} to finish it")
 
 
-def _read_manifest(root: str) -> tuple[dict, pa.Table]:
+def _read_manifest(root: str, allow_outside_root: bool = False) -> tuple[dict, pa.Table]:
     import pyarrow.parquet as pq
 
     from longtail.cache.build import combine
@@ -254,12 +254,16 @@ def _read_manifest(root: str) -> tuple[dict, pa.Table]:
         if manifest is None:
             raise _incomplete(root)
         if manifest["rows_file"] is None:
+            if not allow_outside_root:
+                _refuse_outside(root, manifest)
             return manifest, table
     manifest = layout.read_json(path, "cache manifest")
     if manifest.get("format_version") != layout.FORMAT_VERSION or \
             manifest.get("kind") != "longtail-cache":
         raise DataError(f"{path}: not a longtail cache manifest of format version "
                         f"{layout.FORMAT_VERSION}")
+    if not allow_outside_root:
+        _refuse_outside(root, manifest)
     entry = manifest["rows_file"]
     rows_path = os.path.join(root, entry["name"])
     if not os.path.exists(rows_path):
@@ -319,24 +323,49 @@ def _verify(root: str, manifest: dict, always: bool) -> None:
         pass
 
 
-def open_cache(path, verify: str = "first") -> Cache:
+def _refuse_outside(root: str, manifest: dict) -> None:
+    """Raises DataError if a file the manifest names is not a file of the cache folder.
+
+    Names must be plain file names (no folder, no ``..``) and, once symbolic
+    links are resolved, lie in the cache's own folders.
+    """
+    real_root = os.path.join(os.path.realpath(root), "")
+    named = [(entry.get("name"), root) for entry in [manifest.get("rows_file") or {}]
+             if entry] + [(name, os.path.join(root, layout.SHARDS))
+                          for shard in manifest.get("shards", [])
+                          for name in shard.get("files", {})]
+    for name, folder in named:
+        plain = isinstance(name, str) and name not in ("", ".", "..") and \
+            os.path.basename(name) == name and "/" not in name and "\\" not in name
+        full = os.path.join(folder, name) if plain else None
+        if not plain or not os.path.realpath(full).startswith(real_root):
+            raise DataError(
+                f"{os.path.join(root, layout.MANIFEST)}: names the file {name!r}, which is "
+                f"not inside the cache folder {root}; pass --allow-outside-root "
+                "(allow_outside_root=True) if you trust this cache")
+
+
+def open_cache(path, verify: str = "first", allow_outside_root: bool = False) -> Cache:
     """Opens a cache folder, verifying its shards.
 
     Args:
         path: The cache folder.
         verify: ``"first"`` (default: hash each shard file the first time it
             is opened in its current state) or ``"always"``.
+        allow_outside_root: Accept a manifest that names files outside the
+            cache folder (a path, ``..``, or a symbolic link that leads out).
 
     Raises:
         DataError: not a cache, an incomplete build (names the missing
-            shards and parts), or a missing or corrupted file (named).
+            shards and parts), a missing or corrupted file (named), or a file
+            outside the cache folder.
     """
     if verify not in VERIFY:
         raise ConfigError(f"`verify` must be one of {', '.join(VERIFY)}; got {verify!r}")
     root = os.path.abspath(os.fspath(path))
     if not os.path.isdir(root):
         raise DataError(f"{path}: no such cache folder")
-    manifest, table = _read_manifest(root)
+    manifest, table = _read_manifest(root, allow_outside_root)
     _verify(root, manifest, always=verify == "always")
     return Cache(root, manifest, table)
 
@@ -361,7 +390,7 @@ def _split_meta(file) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("kind") == "cache" else None
 
 
-def load_split(file, class_names=None):
+def load_split(file, class_names=None, allow_outside_root: bool = False):
     """Reads a manifest saved from a cache Dataset (``split CACHE``) as a cache Dataset.
 
     The manifest stores the cache folder (relative to the manifest) and each
@@ -377,7 +406,7 @@ def load_split(file, class_names=None):
     cache_root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)),
                                                meta["cache"]))
     try:
-        cache = open_cache(cache_root)
+        cache = open_cache(cache_root, allow_outside_root=allow_outside_root)
     except DataError as e:
         raise DataError(f"{file}: its rows live in the cache {cache_root}, which cannot be "
                         f"opened: {e}") from e

@@ -7,6 +7,13 @@ paths are resolved against the table's folder) or numeric feature columns
 A manifest written by :meth:`longtail.Dataset.save` is a Parquet table with
 the class list in its schema metadata, so empty classes and the class order
 survive the round trip.
+
+Paths must stay inside the table's root: the folder stored in a manifest's
+metadata (``root``, relative to the manifest), else the table's own folder.
+A path that leaves it (absolute elsewhere, or through ``..``) is refused
+unless ``allow_outside_root=True``: a table from elsewhere cannot make
+longtail read files the user did not point it at. The check is on the path
+text; symbolic links inside the root are followed.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ def read_table(
     weight_column: str | None = None,
     feature_columns: list[str] | None = None,
     class_names: list[str] | None = None,
+    allow_outside_root: bool = False,
 ) -> TableData:
     """Reads a table into index arrays; see :meth:`longtail.Dataset.from_table`."""
     path = os.fspath(path)
@@ -106,6 +114,8 @@ def read_table(
         if "root" in meta:  # a manifest: paths are relative to the stored root
             root = None if meta["root"] is None else os.path.normpath(
                 os.path.join(root, meta["root"]))
+        if not allow_outside_root:
+            _refuse_outside_root(path, paths, root, "root" in meta)
     else:
         skip = {label_column, weight_column, path_column}
         feature_names = feature_columns or [
@@ -126,6 +136,29 @@ def read_table(
         except (KeyError, ValueError, TypeError) as e:
             raise DataError(f"{path}: feature columns must be numeric: {e}") from e
     return TableData(class_names, labels, paths, root, features, feature_names, weights)
+
+
+def _refuse_outside_root(path: str, paths: pa.Array, root: str | None,
+                         manifest: bool) -> None:
+    """Raises DataError naming the first row whose path leaves ``root``."""
+    if len(paths) == 0:
+        return
+    hint = ("; pass --allow-outside-root (allow_outside_root=True) if you trust this "
+            "table")
+    if root is None:
+        raise DataError(f"{path}: the manifest stores absolute paths and no root folder{hint}")
+    # Only paths that are absolute or hold ".." can leave the root; look at those.
+    suspect = pc.or_(pc.starts_with(paths, "/"), pc.match_substring(paths, ".."))
+    if os.name == "nt":
+        suspect = pc.or_(suspect, pc.match_substring_regex(paths, r"^\\|^[A-Za-z]:"))
+    inside = os.path.join(root, "")
+    for i in np.flatnonzero(suspect.to_numpy(zero_copy_only=False)):
+        rel = paths[int(i)].as_py()
+        full = os.path.normpath(os.path.join(root, rel))
+        if full != root and not full.startswith(inside):
+            where = "the manifest's root" if manifest else "the table's folder"
+            raise DataError(f"{path}: row {int(i) + 1}: path {rel!r} leads outside {root} "
+                            f"({where}){hint}")
 
 
 def _labels(path: str, column: pa.ChunkedArray, class_names):
