@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-from longtail.errors import LongtailError
+from longtail.errors import DataError, LongtailError
 
 __all__ = ["main", "build_parser"]
 
@@ -34,6 +34,9 @@ def _add_data_options(p: argparse.ArgumentParser, optional: bool = False) -> Non
     p.add_argument("--weight-column", default=None, help="table per-row weight column")
     p.add_argument("--follow-symlinks", action="store_true",
                    help="follow symbolic links when indexing a folder")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept a table, manifest or cache whose paths lead outside its "
+                        "folder (absolute paths elsewhere, ..); refused by default")
 
 
 def _open(args, data=None):
@@ -43,6 +46,7 @@ def _open(args, data=None):
         data if data is not None else args.data,
         label_column=args.label_column, path_column=args.path_column,
         weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None,
+        allow_outside_root=args.allow_outside_root or None,
     )
 
 
@@ -64,6 +68,8 @@ def cmd_stats(args) -> int:
     from longtail.weights import class_weights
 
     ds = _open(args)
+    if len(ds) == 0:
+        raise DataError(f"{args.data}: no samples in any of its {ds.num_classes} classes")
     counts = ds.class_counts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-count classes: already shown as 0
@@ -102,6 +108,8 @@ def cmd_stats(args) -> int:
 
 def cmd_split(args) -> int:
     ds = _open(args)
+    if len(ds) == 0:
+        raise DataError(f"{args.data}: no samples to split")
     if ds.num_classes < 2:
         raise LongtailError(f"{args.data}: found {ds.num_classes} class; at least 2 are needed")
     parts = ds.split(val=args.val, test=args.test, seed=args.seed)
@@ -138,7 +146,8 @@ def _train_options(args) -> dict:
     data_options = {k: v for k, v in (
         ("label_column", args.label_column), ("path_column", args.path_column),
         ("weight_column", args.weight_column),
-        ("follow_symlinks", args.follow_symlinks or None)) if v is not None}
+        ("follow_symlinks", args.follow_symlinks or None),
+        ("allow_outside_root", args.allow_outside_root or None)) if v is not None}
     return dict(
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         color_mode=args.color_mode, model=args.model, augment=args.augment,
@@ -203,7 +212,8 @@ def cmd_evaluate(args) -> int:
     names = run["class_names"] if run else None
     ds = Dataset.open(args.data, label_column=args.label_column, path_column=args.path_column,
                       weight_column=args.weight_column,
-                      follow_symlinks=args.follow_symlinks or None, class_names=names)
+                      follow_symlinks=args.follow_symlinks or None, class_names=names,
+                      allow_outside_root=args.allow_outside_root or None)
     options = (run or {}).get("options", {})
     loader_kw = {"label_mode": "int", "batch_size": args.batch_size, "sampling": "sequential"}
     if ds.kind != "features":  # files, or a cache (which checks the size)
@@ -310,12 +320,14 @@ def cmd_cache(args) -> int:
             raise ConfigError(f"cache: {what} is required")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=_PILLOW_BOMB)
         result = build_cache(
             args.data, args.out, image_size=args.image_size, format=args.format,
             quality=args.quality, color_mode=args.color_mode, resize=args.resize,
             shard=args.shard, workers=args.workers, rows_per_shard=args.rows_per_shard,
             label_column=args.label_column, path_column=args.path_column,
-            weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None)
+            weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None,
+            allow_outside_root=args.allow_outside_root or None)
     for w in caught:
         print(f"longtail: warning: {_one_line(w.message)}", file=sys.stderr)
     done = (f"{result.images} images written in {result.shards_built} shards, "
@@ -465,6 +477,11 @@ def _one_line(text) -> str:
     return str(text).replace("\r", "\\r").replace("\n", "\\n")
 
 
+# Pillow warns, without the file name, about images that the decoder's
+# max_pixels then refuses with a DecodeError naming the file.
+_PILLOW_BOMB = "Image size .* decompression bomb"
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"longtail: warning: {_one_line(message)}", file=sys.stderr)
 
@@ -478,6 +495,7 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             if not debug:  # one line per warning, without the source line
                 warnings.showwarning = _show_warning
+            warnings.filterwarnings("ignore", message=_PILLOW_BOMB)
             return COMMANDS[args.command](args) or 0
     except LongtailError as e:
         if debug:
