@@ -129,7 +129,8 @@ def cmd_demo(args) -> int:
     print(f"Digits-LT in {os.path.dirname(parts['train'])}: training split long-tailed "
           "(imbalance ratio 100), balanced validation and test splits\n")
     cmd_stats(argparse.Namespace(data=parts["train"], json=False, label_column=None,
-                                 path_column=None, weight_column=None, follow_symlinks=False))
+                                 path_column=None, weight_column=None, follow_symlinks=False,
+                                 allow_outside_root=False))
     print(f"\ntraining {', '.join(DEMO_STRATEGIES)} ...")
     out = os.path.join(args.out, "compare")
     summaries = compare(parts["train"], DEMO_STRATEGIES, out, test=parts["test"],
