@@ -198,6 +198,8 @@ def _load_model(path: str):
 
     try:
         return load_model(path)
+    except LongtailError:  # already names the file
+        raise
     except Exception as e:  # Keras raises many kinds for a bad file
         raise LongtailError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from e
 

@@ -136,12 +136,28 @@ def build_model(name: str, input_shape, num_classes: int, **options):
 
 
 def load_model(path: str, compile: bool = True):
-    """Loads a ``.keras`` model in safe mode, with longtail's losses registered."""
+    """Loads a ``.keras`` model in safe mode, with longtail's losses registered.
+
+    Safe mode runs no Python code stored in the file: a model with a
+    ``Lambda`` layer (or another serialised Python function) is refused.
+
+    Raises:
+        ConfigError: The model needs unsafe deserialisation (names the file).
+    """
     import keras
 
     import longtail.losses  # noqa: F401  (registers the losses for deserialisation)
 
-    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except ValueError as e:
+        if "safe_mode" not in str(e):
+            raise
+        what = str(e).split(". ")[0].strip()
+        raise ConfigError(
+            f"{path}: refused: {what}. longtail loads models in Keras safe mode only, so no "
+            "Python code from a model file runs; replace the Lambda layer with a layer class "
+            "registered with keras.saving.register_keras_serializable") from e
 
 
 def load_user_model(path: str, num_classes: int):
@@ -154,6 +170,8 @@ def load_user_model(path: str, num_classes: int):
         raise ConfigError(f"--model {path}: no such file")
     try:
         model = load_model(path, compile=False)
+    except ConfigError as e:
+        raise ConfigError(f"--model {e}") from e
     except Exception as e:  # Keras raises many kinds for a bad file
         raise ConfigError(f"--model {path}: cannot load a Keras model: {e}") from e
     outputs = model.outputs[0].shape[-1] if model.outputs else None
