@@ -135,7 +135,7 @@ def scan_directory(
         raise DataError(f"{path}: no such file or folder")
     if not os.path.isdir(root):
         raise DataError(f"{path}: expected a folder with one sub-folder per class")
-    subdirs, top_files = [], []
+    subdirs, top_files, top_links = [], [], 0
     with os.scandir(root) as entries:
         for entry in entries:
             if entry.name.startswith("."):
@@ -144,6 +144,8 @@ def scan_directory(
                 subdirs.append(entry.name)
             elif entry.is_file():
                 top_files.append(entry.name)
+            elif entry.is_symlink() and entry.is_dir():  # a class folder, not followed
+                top_links += 1
     subdirs.sort()
     if class_names is not None:
         missing = [c for c in class_names if c not in subdirs]
@@ -162,7 +164,7 @@ def scan_directory(
             stacklevel=3,
         )
     exts = _normalise_extensions(extensions)
-    counters = {"symlinks": 0, "broken": 0}
+    counters = {"symlinks": top_links, "broken": 0}
     seen: set = {(os.stat(root).st_dev, os.stat(root).st_ino)}
     aliases = []  # class links to the top folder or to a class listed before
     if follow_symlinks:  # no class folder is entered from inside another one
