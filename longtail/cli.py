@@ -217,6 +217,8 @@ def cmd_evaluate(args) -> int:
                       weight_column=args.weight_column,
                       follow_symlinks=args.follow_symlinks or None, class_names=names,
                       allow_outside_root=args.allow_outside_root or None)
+    if len(ds) == 0:
+        raise DataError(f"{args.data}: no samples to evaluate")
     options = (run or {}).get("options", {})
     loader_kw = {"label_mode": "int", "batch_size": args.batch_size, "sampling": "sequential"}
     if ds.kind != "features":  # files, or a cache (which checks the size)
