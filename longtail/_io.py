@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 
-__all__ = ["atomic_path", "write_text", "write_json"]
+__all__ = ["atomic_path", "write_text", "write_json", "remove_stale_temps"]
+
+# What atomic_path names a temporary file: ".NAME." + mkstemp's 8 characters + suffix.
+_TEMP = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.[A-Za-z0-9]+")
 
 
 @contextlib.contextmanager
@@ -47,3 +51,20 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, obj) -> None:
     """Writes ``obj`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def remove_stale_temps(folder: str) -> list[str]:
+    """Removes the temporary files that a killed process left in ``folder``.
+
+    Only names that :func:`atomic_path` makes (``.NAME.XXXXXXXX.SUFFIX``) are
+    removed, and only when no other process may be writing them: call it
+    from the one process that writes ``folder``. Returns the removed paths.
+    """
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if _TEMP.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+    return removed

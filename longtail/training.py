@@ -2,16 +2,23 @@
 
 The run folder holds ``config.json`` (every resolved option), ``history.csv``,
 ``model.keras``, ``metrics.json`` (validation split, DESIGN.md schema),
-``report.html`` with its PNG plots, and ``checkpoints/`` (the model and
-optimizer at the end of the last finished epoch, for ``--resume``). Every
-file is written atomically, so a run killed at any point leaves either the
-previous complete file or the new one, never half of one.
+``report.html`` with its PNG plots, and ``checkpoints/`` (for ``--resume``:
+``epoch-N.keras``, the model and optimizer after N finished epochs, and
+``state.json``, which names that file and holds the history and the random
+state of the model's augmentation layers, which ``.keras`` files leave out).
+Every file is written atomically, so a run killed at any point leaves either
+the previous complete file or the new one, never half of one; ``state.json``
+is replaced only after the model it names is on disk, so the model on resume
+is always the one of the epoch count. A resumed run repeats the uninterrupted
+run exactly (same seed, same data, same machine and backend).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
+import hashlib
 import io
 import json
 import os
@@ -26,7 +33,7 @@ from longtail.errors import ConfigError, DataError
 __all__ = ["TrainConfig", "TrainResult", "train", "parse_image_size"]
 
 _STATE = "state.json"
-_LAST = "last.keras"
+_LAST = "last.keras"  # the checkpoint name of runs written before epoch-N.keras
 
 
 def parse_image_size(value) -> tuple[int, int] | None:
@@ -149,8 +156,32 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def _rng_states(model) -> list:
+    """The states of the model's seed generators (augmentation, dropout), in order.
+
+    ``model.save`` leaves them out, so a resumed run would redraw the first
+    epoch's augmentations; :func:`train` keeps them in ``state.json``.
+    """
+    return [np.asarray(v.numpy()).tolist() for v in model.variables
+            if v.name == "seed_generator_state"]
+
+
+def _set_rng_states(model, states: list, path: str) -> None:
+    variables = [v for v in model.variables if v.name == "seed_generator_state"]
+    if len(variables) != len(states):
+        raise DataError(f"{path}: holds {len(states)} random states but the model has "
+                        f"{len(variables)} seed generators; the checkpoint does not match")
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
+
+
 def _checkpoint_callback(run_dir: str, history_rows: list[dict]):
-    """Saves model + optimizer, then the epoch counter and history, atomically."""
+    """Saves model + optimizer, then the epoch counter and history, atomically.
+
+    The model goes to a new ``epoch-N.keras``; ``state.json`` then names it,
+    and only then are older checkpoints removed. A kill between two steps
+    leaves ``state.json`` naming a complete model of its own epoch count.
+    """
     import keras
 
     from longtail._io import atomic_path, write_json, write_text
@@ -166,14 +197,87 @@ def _checkpoint_callback(run_dir: str, history_rows: list[dict]):
             row.update({k: float(v) for k, v in (logs or {}).items()})
             row["epoch_seconds"] = time.perf_counter() - self._started
             history_rows.append(row)
-            with atomic_path(os.path.join(folder, _LAST), suffix=".keras") as tmp:
+            name = f"epoch-{epoch + 1}.keras"
+            with atomic_path(os.path.join(folder, name), suffix=".keras") as tmp:
                 self.model.save(tmp)
-            # The counter is written last: it never points past a saved model.
             write_json(os.path.join(folder, _STATE),
-                       {"epochs_done": epoch + 1, "history": history_rows})
+                       {"epochs_done": epoch + 1, "model": name,
+                        "rng": _rng_states(self.model), "history": history_rows})
             write_text(os.path.join(run_dir, "history.csv"), _csv(history_rows))
+            _remove_stale_checkpoints(folder, keep=name)
 
     return RunCheckpoint()
+
+
+def _remove_stale_checkpoints(folder: str, keep: str) -> None:
+    """Removes checkpoints other than ``keep``, and temp files a kill left behind."""
+    from longtail._io import remove_stale_temps
+
+    for path in glob.glob(os.path.join(folder, "epoch-*.keras")) + [
+            os.path.join(folder, _LAST)]:
+        if os.path.basename(path) != keep and os.path.exists(path):
+            os.remove(path)
+    remove_stale_temps(folder)
+
+
+def _fingerprint(ds) -> str:
+    """A digest of a dataset's index: class names, labels, paths or rows, weights.
+
+    It tells whether a resumed run sees the data it started with; files
+    edited in place under the same name are not detected.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([ds.kind, ds.class_names]).encode())
+    digest.update(np.ascontiguousarray(ds.labels, dtype="<i4").tobytes())
+    if ds.features is not None:
+        digest.update(np.ascontiguousarray(ds.features, dtype="<f4").tobytes())
+    if ds.relative_paths is not None:
+        for path in ds.relative_paths.to_pylist():
+            digest.update(path.encode("utf-8", "surrogateescape") + b"\0")
+    if ds.weights is not None:
+        digest.update(np.ascontiguousarray(ds.weights, dtype="<f4").tobytes())
+    if ds.cache_rows is not None:
+        digest.update(np.ascontiguousarray(ds.cache_rows, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _read_json(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a valid {what} ({e}); start a new run in another "
+                        "folder") from e
+
+
+def _resume_point(out: str | None) -> tuple[dict, dict | None]:
+    """``config.json`` and ``checkpoints/state.json`` (None before the first epoch ended)."""
+    if out is None:
+        raise ConfigError("--resume needs the run folder (--out) to continue")
+    if not os.path.isdir(out):
+        raise ConfigError(f"--resume: {out}: no such run folder; start the run without --resume")
+    config_path = os.path.join(out, "config.json")
+    if not os.path.exists(config_path):
+        raise ConfigError(f"--resume: {out} holds no run (no config.json: it was stopped "
+                          "before training began); start it again without --resume")
+    run_config = _read_json(config_path, "run config")
+    state_path = os.path.join(out, "checkpoints", _STATE)
+    state = _read_json(state_path, "checkpoint state") if os.path.exists(state_path) else None
+    return run_config, state
+
+
+def _check_same_data(out: str, run_config: dict, train_ds, val_ds) -> None:
+    saved = run_config.get("data_fingerprint")
+    if saved is None:  # a run folder written before fingerprints
+        return
+    now = {"train": _fingerprint(train_ds), "val": _fingerprint(val_ds)}
+    if now != saved:
+        which = " and ".join(k for k in ("train", "val") if now[k] != saved.get(k))
+        raise DataError(
+            f"--resume: the {which} data differs from the data the run in {out} started "
+            f"with ({run_config.get('train_counts')} training samples per class then, "
+            f"{train_ds.class_counts.tolist()} now); resume with the same DATA, or start "
+            "a new run in another folder")
 
 
 def _open_data(config: TrainConfig, data, val_data):
@@ -271,12 +375,12 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     from longtail.callbacks import PerClassMetrics
     from longtail.strategies import resolve_strategy
 
-    state_path = os.path.join(out, "checkpoints", _STATE) if out else None
+    state = None
     if resume:
-        if out is None or not os.path.exists(state_path):
-            raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
-        with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
-            config = TrainConfig.from_json(json.load(f)["options"])
+        saved_config, state = _resume_point(out)
+        if state is not None and state.get("finished"):
+            return _finished_run(out, saved_config, state)
+        config = TrainConfig.from_json(saved_config["options"])
     else:
         val_data = options.get("val")
         if val_data is not None and not isinstance(val_data, (str, os.PathLike)):
@@ -316,15 +420,21 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     if placement is not None:  # the global plan needs the same data everywhere
         placement.check_same("data", train_ds.labels, val_ds.labels)
 
+    if resume:
+        _check_same_data(out, saved_config, train_ds, val_ds)
     history_rows: list[dict] = []
     initial_epoch = 0
-    if resume:
-        with open(state_path, encoding="utf-8") as f:
-            state = json.load(f)
+    if state is not None:
         initial_epoch, history_rows = state["epochs_done"], state["history"]
         from longtail.models import load_model
 
-        model = load_model(os.path.join(out, "checkpoints", _LAST))
+        checkpoint = os.path.join(out, "checkpoints", state.get("model", _LAST))
+        if not os.path.exists(checkpoint):
+            raise DataError(f"--resume: {checkpoint}: the checkpoint named by state.json is "
+                            "missing; start a new run in another folder")
+        model = load_model(checkpoint)
+        if "rng" in state:  # absent from runs written before it was kept
+            _set_rng_states(model, state["rng"], checkpoint)
     else:
         model = _build(config, train_ds, strategy, len(train_loader))
 
@@ -334,6 +444,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         "val_counts": val_ds.class_counts.tolist(), "priors": train_ds.priors.tolist(),
         "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
         "steps_per_epoch": len(train_loader),
+        "data_fingerprint": {"train": _fingerprint(train_ds), "val": _fingerprint(val_ds)},
     }
     if placement is not None:
         run_config["distributed"] = {
@@ -379,7 +490,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     report = evaluate(model, val_loader, class_names=train_ds.class_names,
                       train_counts=train_ds.class_counts.tolist())
     metrics = report.to_dict()
-    metrics["train_seconds"] = seconds
+    metrics["train_seconds"] = seconds if not history_rows else float(
+        sum(row.get("epoch_seconds", 0.0) for row in history_rows))  # resumed runs included
     unreadable = {e.path: e for loader in (train_loader, val_loader)
                   for e in getattr(loader, "errors", ())}
     if unreadable:
@@ -388,7 +500,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
                       "another sample of the same class; validation metrics leave them "
                       f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=2)
     if out is not None:
-        _finish_run(out, model, report, run_config)
+        _finish_run(out, model, report, run_config, history_rows)
     if placement is not None:
         placement.barrier("longtail: run folder written")  # process 0 may still write
     history = {k: [float(v) for v in values] for k, values in fit_history.items()}
@@ -400,15 +512,38 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     return TrainResult(model, history, metrics, out, run_config)
 
 
-def _finish_run(out: str, model, report, run_config: dict) -> None:
-    from longtail._io import atomic_path
+def _finish_run(out: str, model, report, run_config: dict, history_rows: list[dict]) -> None:
+    """Writes model, metrics, history and report, then marks the run finished."""
+    from longtail._io import atomic_path, remove_stale_temps, write_json, write_text
     from longtail.report import write_report
 
     with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
     report.save(out)
     history_csv = os.path.join(out, "history.csv")
+    if history_rows:  # a kill may have come between state.json and history.csv
+        write_text(history_csv, _csv(history_rows))
     write_report(out, report.to_dict(),
                  history_csv=history_csv if os.path.exists(history_csv) else None,
                  config=run_config, train_counts=run_config["train_counts"],
                  title=f"longtail run: {run_config['strategy']}")
+    folder = os.path.join(out, "checkpoints")
+    write_json(os.path.join(folder, _STATE),
+               {"finished": True, "epochs_done": len(history_rows), "history": history_rows})
+    _remove_stale_checkpoints(folder, keep="")
+    remove_stale_temps(out)
+
+
+def _finished_run(out: str, run_config: dict, state: dict) -> TrainResult:
+    """``--resume`` of a finished run: nothing to do; the result as written."""
+    from longtail.models import load_model
+
+    warnings.warn(f"{out}: the run is already finished ({state['epochs_done']} epochs); "
+                  "nothing to resume", stacklevel=3)
+    metrics = _read_json(os.path.join(out, "metrics.json"), "metrics file")
+    history = {}
+    for row in state["history"]:
+        for key, value in row.items():
+            history.setdefault(key, []).append(value)
+    return TrainResult(load_model(os.path.join(out, "model.keras")), history, metrics, out,
+                       run_config)
