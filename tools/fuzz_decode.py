@@ -335,6 +335,16 @@ def _check_output(out, opts):
     return None
 
 
+def _peak_rss_kb() -> int:
+    """The process's peak resident size (VmHWM; ``ru_maxrss`` would include the
+    parent's, inherited through fork and exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def run_worker(seed: int, start: int, stop: int, progress: str, memory_mb: int,
                inject: dict | None = None) -> None:
     """Decodes cases ``start..stop-1``, printing one JSON record per case as it ends.
@@ -354,8 +364,7 @@ def run_worker(seed: int, start: int, stop: int, progress: str, memory_mb: int,
     corpus = seed_corpus()
     options = [DecodeOptions(image_size=s, color_mode=c, resize=r, dtype=d)
                for s, c, r, d in OPTIONS]
-    print(json.dumps({"rss_before_cases_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}),
-          flush=True)
+    print(json.dumps({"rss_before_cases_kb": _peak_rss_kb()}), flush=True)
     cap = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -398,7 +407,7 @@ def run_worker(seed: int, start: int, stop: int, progress: str, memory_mb: int,
                     **info, "error": type(e).__name__, "message": str(e)[:300],
                     "where": traceback.format_exc().strip().splitlines()[-3:]})
             record["seconds"] = time.perf_counter() - t0
-            record["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            record["rss_kb"] = _peak_rss_kb()
             record["warnings"] = [f"{w.category.__name__}: {str(w.message)[:60]}"
                                   for w in caught]
             if i % 8 == 0 and os.path.exists(os.path.join(folder, name)):

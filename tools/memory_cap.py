@@ -27,8 +27,10 @@ address space is strict (any allocation past it fails at once, resident or
 not, so it over-counts rather than under-counts) and independent of what the
 imports reserve. ``MALLOC_ARENA_MAX=2`` keeps glibc from reserving 64 MB of
 address space per decode thread, which would count against the cap without
-ever being used. The peak resident size (``ru_maxrss``, the kernel's high-water
-mark, so no spike between samples is missed) is reported beside it.
+ever being used. The peak resident size (``VmHWM``, the kernel's high-water
+mark of the process's memory, so no spike between samples is missed; not
+``ru_maxrss``, which a process started by ``fork`` and ``exec`` inherits from
+its parent) is reported beside it.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def probe(mode: str, data: str, out: str, image_size: int, budget_mb: int,
     before = _status()
     cap = before["VmSize"] + budget_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss0 = before["VmHWM"]
     t0 = time.perf_counter()
     result = {"mode": mode, "images": len(ds), "decoded_bytes": len(ds) * row,
               "budget_bytes": budget_mb * 2**20, "vm_before": before["VmSize"],
@@ -117,7 +119,7 @@ def probe(mode: str, data: str, out: str, image_size: int, budget_mb: int,
         result.update(ok=False, error=f"{type(e).__name__}: {str(e)[:200]}")
     after = _status()
     result.update(seconds=time.perf_counter() - t0, vm_peak=after["VmPeak"],
-                  peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  peak_rss=after["VmHWM"],
                   errors=len(loader.errors))
     return result
 
