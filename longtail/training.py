@@ -272,12 +272,11 @@ def _check_same_data(out: str, run_config: dict, train_ds, val_ds) -> None:
         return
     now = {"train": _fingerprint(train_ds), "val": _fingerprint(val_ds)}
     if now != saved:
-        which = " and ".join(k for k in ("train", "val") if now[k] != saved.get(k))
+        then = f"{sum(run_config['train_counts'])} + {sum(run_config['val_counts'])}"
         raise DataError(
-            f"--resume: the {which} data differs from the data the run in {out} started "
-            f"with ({run_config.get('train_counts')} training samples per class then, "
-            f"{train_ds.class_counts.tolist()} now); resume with the same DATA, or start "
-            "a new run in another folder")
+            f"--resume: the data has changed since the run in {out} started ({then} training "
+            f"+ validation samples then, {len(train_ds)} + {len(val_ds)} now, or other files "
+            "or labels); resume with the same DATA, or start a new run in another folder")
 
 
 def _open_data(config: TrainConfig, data, val_data):
@@ -369,14 +368,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         >>> result = train("photos/", "runs/lt", balance="logit-adjust",
         ...                epochs=5)  # doctest: +SKIP
     """
-    import keras
-
-    from longtail._io import write_json
-    from longtail.callbacks import PerClassMetrics
-    from longtail.strategies import resolve_strategy
-
     state = None
-    if resume:
+    if resume:  # refusals come before Keras is imported, in a fraction of a second
         saved_config, state = _resume_point(out)
         if state is not None and state.get("finished"):
             return _finished_run(out, saved_config, state)
@@ -389,6 +382,12 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         if out is not None and os.path.exists(os.path.join(out, "config.json")):
             raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
                               "it, or choose another folder")
+
+    import keras
+
+    from longtail._io import write_json
+    from longtail.callbacks import PerClassMetrics
+    from longtail.strategies import resolve_strategy
 
     placement = None
     if config.distribute:  # before any JAX work and before the model is built

@@ -16,7 +16,8 @@ build, or be refused by ``open_cache`` with a message that says what to do
 (an incomplete build names its missing shards and says to rerun). Then one
 more run finishes the build, and the result must be identical to the
 reference: the same ``cache.json`` (so the same rows and shard checksums),
-every shard re-hashed. Odd seeds build in two parts (``--shard 0/2`` and
+every shard re-hashed. The source files are hashed before and after: no byte
+may change. Odd seeds build in two parts (``--shard 0/2`` and
 ``1/2``) running at the same time, each killed at its own moment; seeds that
 are multiples of 3 use ``--format jpeg``.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import shutil
@@ -60,6 +62,17 @@ def make_source(root: str, images: int, seed: int = 0) -> str:
     with open(os.path.join(root, "class_1", "broken.png"), "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n truncated")
     return root
+
+
+def checksums(root: str) -> dict:
+    """sha256 of every file under ``root``: the source must not change."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                out[os.path.relpath(os.path.join(folder, name), root)] = \
+                    hashlib.sha256(f.read()).hexdigest()
+    return out
 
 
 def command(data: str, out: str, fmt: str, part: str | None = None) -> list[str]:
@@ -217,6 +230,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     work = args.work or tempfile.mkdtemp(prefix="longtail-kill-")
     data = make_source(os.path.join(work, "data"), args.images)
+    source = checksums(data)
     reference, duration = references(data, work)
     print(f"{args.images} source images; an uninterrupted build takes "
           f"{duration['raw']:.2f} s (raw), {duration['jpeg']:.2f} s (jpeg), process start "
@@ -230,10 +244,13 @@ def main(argv=None) -> None:
               f"{'jpeg' if seed % 3 == 0 else 'raw '}): "
               + ", ".join(f"{s} -> {o}" for s, o in results) + "; resumed: identical",
               flush=True)
+    if checksums(data) != source:
+        raise AssertionError(f"{data}: a source file changed")
     total = sum(states.values())
     print(f"\n{total} kills over {args.seeds} seeds; every killed cache was refused with a "
-          "clear message or opened identical to the reference, and every resumed build "
-          "was identical to it")
+          "clear message or opened identical to the reference, every resumed build "
+          f"was identical to it, and none of the {len(source)} source files changed "
+          "(sha256 before and after)")
     print("state left by the kill: " + ", ".join(f"{k} {v}" for k, v in states.most_common()))
     print("open after the kill: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     if not args.work:
