@@ -406,6 +406,13 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     if train_ds.kind != "features":
         loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
     batch_size = config.batch_size
+    if placement is not None and len(train_ds) < batch_size * placement.num_processes:
+        # Each process takes its shard of the plan; a smaller batch would also
+        # have to split evenly over its devices, so say what to change instead.
+        raise ConfigError(
+            f"the training data has {len(train_ds)} samples, fewer than one global batch "
+            f"(batch_size {batch_size} x {placement.num_processes} processes); lower "
+            "--batch-size")
     if len(train_ds) < batch_size:
         warnings.warn(f"the training data has {len(train_ds)} samples, fewer than "
                       f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=2)

@@ -180,3 +180,17 @@ def test_distribute_needs_jax(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "needs the JAX backend" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_training_set_smaller_than_a_global_batch_is_refused(tmp_path):
+    # Without --distribute the batch shrinks to the data; distributed, each
+    # process's shard and its devices would have to split it, so it says what to change.
+    data = make_images(tmp_path / "data", (6, 4), size=4)
+    proc = subprocess.run([sys.executable, "-m", "longtail.cli", "train", data, "--out",
+                           str(tmp_path / "run"), "--distribute", "--batch-size", "64",
+                           "--val-split", "0.2", "--epochs", "1"],
+                          capture_output=True, text=True, env=_env(2), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "fewer than one global batch (batch_size 64 x 1 processes); lower --batch-size" \
+        in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "run")
