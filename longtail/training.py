@@ -396,7 +396,13 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         placement = setup(cluster, batch_size=config.batch_size)
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
-    train_ds, val_ds = _open_data(config, data, val_data if not resume else config.val)
+    if resume:
+        val_data = config.val
+        if val_data is not None and not os.path.exists(val_data):
+            # val was an in-memory Dataset (config.json holds its description):
+            # the run saved it as val.parquet when it started.
+            val_data = os.path.join(out, "val.parquet")
+    train_ds, val_ds = _open_data(config, data, val_data)
     if train_ds.kind == "cache" and tuple(config.image_size) != train_ds.cache.image_size:
         # A cache holds one image size: train at it rather than fail on the shape.
         warnings.warn(f"{data}: the cache holds {train_ds.cache.image_size} images; training "

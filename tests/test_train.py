@@ -206,3 +206,25 @@ def test_resume_after_sigkill_mid_epoch(lt_images, tmp_path):
     epochs = [int(float(line.split(",")[0])) for line in history[1:]]
     assert epochs == [0, 1, 2, 3]
     assert (run / "metrics.json").is_file() and (run / "model.keras").is_file()
+
+
+def test_resume_reopens_a_validation_dataset_object(lt_images, tmp_path):
+    # val given as a Dataset object, not a path: --resume reopens the copy the
+    # run saved (val.parquet) and finishes with the same validation data.
+    train, test = lt_images
+    val = lt.Dataset.from_directory(test)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # epoch 0 is checkpointed by now
+                raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        lt.train(train, run, balance="none", epochs=2, val=val, verbose=0,
+                 callbacks=[Stop()], **FAST)
+    assert not (run / "metrics.json").exists()
+    result = lt.train(train, run, resume=True, verbose=0)
+    assert len(result.history["loss"]) == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["true_distribution"] == val.class_counts.tolist()
