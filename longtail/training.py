@@ -175,12 +175,37 @@ def _set_rng_states(model, states: list, path: str) -> None:
         variable.assign(np.asarray(state, dtype=variable.dtype))
 
 
-def _checkpoint_callback(run_dir: str, history_rows: list[dict]):
+def _early_stopping(patience: int, saved: dict | None = None, best_weights=None):
+    """EarlyStopping on validation balanced accuracy that carries on after a resume.
+
+    ``saved`` (from ``state.json``) and ``best_weights`` restore its patience
+    count, best value and best weights, which a fresh callback would forget.
+    """
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if saved is not None:
+                self.wait, self.best = saved["wait"], saved["best"]
+                self.best_epoch, self.best_weights = saved["best_epoch"], best_weights
+
+    return ResumableEarlyStopping(monitor="val_balanced_accuracy", mode="max",
+                                  patience=patience, restore_best_weights=True)
+
+
+def _load_weights(path: str) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def _checkpoint_callback(run_dir: str, history_rows: list[dict], early=None):
     """Saves model + optimizer, then the epoch counter and history, atomically.
 
-    The model goes to a new ``epoch-N.keras``; ``state.json`` then names it,
+    The model goes to a new ``epoch-N.keras`` (and, with early stopping, the
+    best weights so far to ``best-N.npz``); ``state.json`` then names them,
     and only then are older checkpoints removed. A kill between two steps
-    leaves ``state.json`` naming a complete model of its own epoch count.
+    leaves ``state.json`` naming complete files of its own epoch count.
     """
     import keras
 
@@ -200,22 +225,31 @@ def _checkpoint_callback(run_dir: str, history_rows: list[dict]):
             name = f"epoch-{epoch + 1}.keras"
             with atomic_path(os.path.join(folder, name), suffix=".keras") as tmp:
                 self.model.save(tmp)
-            write_json(os.path.join(folder, _STATE),
-                       {"epochs_done": epoch + 1, "model": name,
-                        "rng": _rng_states(self.model), "history": history_rows})
+            state = {"epochs_done": epoch + 1, "model": name, "rng": _rng_states(self.model),
+                     "stopped": bool(self.model.stop_training), "history": history_rows}
+            keep = [name]
+            if early is not None and early.best_weights is not None:
+                best = f"best-{early.best_epoch + 1}.npz"
+                if early.best_epoch == epoch:  # this epoch's weights are the best so far
+                    with atomic_path(os.path.join(folder, best), suffix=".npz") as tmp:
+                        np.savez(tmp, *early.best_weights)
+                state["early_stopping"] = {"wait": early.wait, "best": float(early.best),
+                                           "best_epoch": early.best_epoch, "weights": best}
+                keep.append(best)
+            write_json(os.path.join(folder, _STATE), state)
             write_text(os.path.join(run_dir, "history.csv"), _csv(history_rows))
-            _remove_stale_checkpoints(folder, keep=name)
+            _remove_stale_checkpoints(folder, keep=keep)
 
     return RunCheckpoint()
 
 
-def _remove_stale_checkpoints(folder: str, keep: str) -> None:
-    """Removes checkpoints other than ``keep``, and temp files a kill left behind."""
+def _remove_stale_checkpoints(folder: str, keep=()) -> None:
+    """Removes checkpoints not named in ``keep``, and temp files a kill left behind."""
     from longtail._io import remove_stale_temps
 
-    for path in glob.glob(os.path.join(folder, "epoch-*.keras")) + [
-            os.path.join(folder, _LAST)]:
-        if os.path.basename(path) != keep and os.path.exists(path):
+    for path in glob.glob(os.path.join(folder, "epoch-*.keras")) + glob.glob(
+            os.path.join(folder, "best-*.npz")) + [os.path.join(folder, _LAST)]:
+        if os.path.basename(path) not in keep and os.path.exists(path):
             os.remove(path)
     remove_stale_temps(folder)
 
@@ -435,7 +469,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     if resume:
         _check_same_data(out, saved_config, train_ds, val_ds)
     history_rows: list[dict] = []
-    initial_epoch = 0
+    initial_epoch, best_weights = 0, None
     if state is not None:
         initial_epoch, history_rows = state["epochs_done"], state["history"]
         from longtail.models import load_model
@@ -447,6 +481,9 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         model = load_model(checkpoint)
         if "rng" in state:  # absent from runs written before it was kept
             _set_rng_states(model, state["rng"], checkpoint)
+        if state.get("early_stopping"):
+            best_weights = _load_weights(os.path.join(out, "checkpoints",
+                                                      state["early_stopping"]["weights"]))
     else:
         model = _build(config, train_ds, strategy, len(train_loader))
 
@@ -476,12 +513,13 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     if strategy.callbacks is not None:
         callbacks += strategy.callbacks(train_ds.class_counts, config.epochs,
                                         config.strategy_params)
+    early = None
     if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_balanced_accuracy", mode="max", patience=config.early_stopping,
-            restore_best_weights=True))
+        early = _early_stopping(config.early_stopping,
+                                state.get("early_stopping") if state else None, best_weights)
+        callbacks.append(early)
     if out is not None:
-        checkpoint = _checkpoint_callback(out, history_rows)
+        checkpoint = _checkpoint_callback(out, history_rows, early)
         callbacks.append(checkpoint if placement is None else placement.on_one_device(checkpoint))
     callbacks += extra_callbacks
 
@@ -489,7 +527,10 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         train_loader.set_epoch(initial_epoch)
     started = time.perf_counter()
     fit_history = {}
-    if initial_epoch < config.epochs:
+    if state is not None and (state.get("stopped") or initial_epoch >= config.epochs):
+        if best_weights is not None:  # as EarlyStopping did when training ended
+            model.set_weights(best_weights)
+    elif initial_epoch < config.epochs:
         fit_history = model.fit(train_loader, epochs=config.epochs,
                   validation_data=val_loader if placement is None else None,
                   initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
@@ -542,7 +583,7 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
     folder = os.path.join(out, "checkpoints")
     write_json(os.path.join(folder, _STATE),
                {"finished": True, "epochs_done": len(history_rows), "history": history_rows})
-    _remove_stale_checkpoints(folder, keep="")
+    _remove_stale_checkpoints(folder)
     remove_stale_temps(out)
 
 

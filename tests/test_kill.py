@@ -137,6 +137,25 @@ def test_resume_of_a_finished_run_changes_nothing(images, reference, capsys):
     assert kill_train.checksums(reference) == before
 
 
+def test_resume_with_early_stopping_repeats_the_run(images, tmp_path):
+    """The patience count, best value and best weights live in checkpoints/, so a run
+    resumed mid-way stops where the uninterrupted one stopped, and a run killed after
+    it stopped (while writing the results) trains no further and ends on the best
+    weights."""
+    data, model = images
+    options = dict(_options(model), epochs=8, early_stopping=2, learning_rate=0.01)
+    reference = str(tmp_path / "reference")
+    lt.train(data, reference, **options)
+    stopped_after = len(_history(reference))
+    assert stopped_after < 8, "the reference run should stop early"
+    for k in sorted({2, stopped_after - 1, stopped_after}):
+        run = str(tmp_path / f"run{k}")
+        with pytest.raises(Stopped):
+            lt.train(data, run, callbacks=[StopAfter(k)], **options)
+        lt.train(data, run, resume=True, verbose=0)
+        _same_run(run, reference)
+
+
 def _refusal(capsys, *argv):
     code = main([str(a) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
