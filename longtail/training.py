@@ -5,12 +5,15 @@ The run folder holds ``config.json`` (every resolved option), ``history.csv``,
 ``report.html`` with its PNG plots, and ``checkpoints/`` (for ``--resume``:
 ``epoch-N.keras``, the model and optimizer after N finished epochs, and
 ``state.json``, which names that file and holds the history and the random
-state of the model's augmentation layers, which ``.keras`` files leave out).
-Every file is written atomically, so a run killed at any point leaves either
-the previous complete file or the new one, never half of one; ``state.json``
-is replaced only after the model it names is on disk, so the model on resume
-is always the one of the epoch count. A resumed run repeats the uninterrupted
-run exactly (same seed, same data, same machine and backend).
+state of the model's augmentation layers, which ``.keras`` files leave out;
+with early stopping also ``best-N.npz``, the best weights so far, and the
+patience count). Every file is written atomically, so a run killed at any
+point leaves either the previous complete file or the new one, never half of
+one; ``state.json`` is replaced only after the files it names are on disk.
+A resumed run repeats the uninterrupted run exactly (same seed, same data,
+same machine and backend); ``--resume`` refuses data whose index changed, and
+does nothing for a finished run (``state.json`` says ``finished``). See
+docs/reliability.md, "Kill tests".
 """
 
 from __future__ import annotations
