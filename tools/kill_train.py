@@ -5,8 +5,9 @@ Run: ``python tools/kill_train.py [--seeds 20] [--kills 4] [--work DIR]``
 For each seed a small source (a long-tailed folder of PNG/JPEG images, or a
 CSV table of numeric features for every third seed) and a set of options (a
 balancing strategy, 3-5 epochs, int or categorical labels, the built-in
-small CNN or a tiny user model with flip, translation and dropout layers, so
-the random state of augmentation is exercised) are drawn, and an
+small CNN or a tiny user model with flip and dropout layers, so the random
+state of augmentation is exercised; early stopping with patience 1 for one
+seed in four) are drawn, and an
 uninterrupted ``longtail train`` gives the reference run folder. Then real
 ``longtail train`` subprocesses on a fresh run folder are SIGKILLed (the whole
 process group) several times in a row, each kill followed by
@@ -14,8 +15,8 @@ process group) several times in a row, each kill followed by
 over the duration of the reference run, process start included); the other
 half wait for a random moment of the run (config.json written, a checkpoint
 model saved but not yet named by state.json, a checkpoint being written,
-epoch k committed, model.keras / metrics.json / report.html written, the run
-marked finished, the final model being written) and kill after a random
+epoch k committed, the first best weights saved, model.keras / metrics.json /
+report.html written, the run marked finished, the final model being written) and kill after a random
 0-20 ms. A kill that finds the run finished checks that ``--resume`` of a
 finished run is a no-op (exit 0, "already finished", no file changed) and
 starts a fresh run, so the next kill interrupts real work.
@@ -137,6 +138,8 @@ def setup(seed: int, work: str) -> dict:
                "--seed", str(seed), "--balance", STRATEGIES[seed % len(STRATEGIES)]]
     if seed % 4 == 3:
         options += ["--label-mode", "categorical"]
+    if seed % 4 == 1:  # patience 1: often stops before the last epoch
+        options += ["--early-stopping", "1"]
     if seed % 3 == 2:
         data = make_table(os.path.join(root, "table.csv"), [3 * c for c in counts], seed)
         model = "mlp"
@@ -269,11 +272,12 @@ def classify(out: str, epochs: int) -> str:
     if state.get("finished"):
         return "finished"
     done = state["epochs_done"]
-    if done < epochs:
+    if done < epochs and not state.get("stopped"):
         return f"{done}/{epochs} epochs" if done == 1 else "2+ epochs, not all"
     written = [n for n in ("model.keras", "metrics.json", "report.html")
                if os.path.exists(os.path.join(out, n))]
-    return "all epochs, " + (f"{written[-1]} written" if written else "finishing")
+    ended = "stopped early, " if done < epochs else "all epochs, "
+    return ended + (f"{written[-1]} written" if written else "finishing")
 
 
 def temp_files(folder: str) -> list[str]:
@@ -324,11 +328,15 @@ def check_folder(out: str, ref: dict) -> int:
             if not os.path.exists(model):
                 raise AssertionError(f"{out}: state.json names a missing {state['model']}")
             model_weights(model)  # opens as a zip and a model
+            if state.get("early_stopping"):  # the best weights so far, as .npz
+                best = os.path.join(out, "checkpoints", state["early_stopping"]["weights"])
+                with np.load(best, allow_pickle=False) as z:
+                    [z[name] for name in z.files]
     folder = os.path.join(out, "checkpoints")
     if os.path.isdir(folder):
         for name in os.listdir(folder):
-            if not (name == "state.json" or name.endswith(".keras") or name in temp_files(
-                    folder)):
+            if not (name == "state.json" or name.endswith((".keras", ".npz"))
+                    or name in temp_files(folder)):
                 raise AssertionError(f"{folder}: unexpected file {name}")
     if "history.csv" in names:
         rows = read_history(os.path.join(out, "history.csv"))
@@ -383,7 +391,7 @@ def _epochs_done(out: str, k: int):
     return test
 
 
-def trigger(rng, out: str, epochs: int):
+def trigger(rng, out: str, epochs: int, early_stopping: bool = False):
     """A random moment of the run, as a test of the folder's state."""
     ck = os.path.join(out, "checkpoints")
     k = int(rng.integers(1, epochs + 1))
@@ -398,6 +406,8 @@ def trigger(rng, out: str, epochs: int):
         ("report.html written", _exists(out, "report.html")),
         ("run marked finished", lambda: (read_state(out) or {}).get("finished", False)),
     ]
+    if early_stopping:
+        moments.append(("best-1.npz saved", _exists(ck, "best-1.npz")))
     return moments[int(rng.integers(len(moments)))]
 
 
@@ -477,7 +487,7 @@ def kill_seed(s: dict, ref: dict, work: str, kills: int = 4) -> list[tuple[str, 
                 how = "timed"
                 alive = kill_when(proc, rng.uniform(0, ref["seconds"]))
             else:
-                how, test = trigger(rng, out, s["epochs"])
+                how, test = trigger(rng, out, s["epochs"], "--early-stopping" in s["options"])
                 alive = kill_when(proc, 3 * ref["seconds"], test, jitter=rng.uniform(0, 0.02))
         if not alive and proc.returncode != 0:
             with open(log) as f:
@@ -594,7 +604,9 @@ def main(argv=None) -> None:
         timings.update(re.sub(r"\d+", "k", how) for _, how in results)
         opts = s["options"]
         print(f"seed {seed:>3} ({s['kind']}, {s['model']}, "
-              f"{opts[opts.index('--balance') + 1]}, {s['epochs']} epochs, reference "
+              f"{opts[opts.index('--balance') + 1]}, "
+              f"{'early stopping, ' if '--early-stopping' in opts else ''}"
+              f"{len(ref['history'])}/{s['epochs']} epochs, reference "
               f"{ref['seconds']:.1f} s): " + "; ".join(f"{how} -> {state}"
                                                       for state, how in results)
               + "; resumed: identical", flush=True)
