@@ -111,7 +111,8 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
 
             model = load_model(os.path.join(run_dir, "model.keras"))
         else:
-            resume = os.path.exists(os.path.join(run_dir, "checkpoints", "state.json"))
+            # A run killed before its first checkpoint resumes from epoch 0.
+            resume = os.path.exists(os.path.join(run_dir, "config.json"))
             result = train(train_path, run_dir, resume=resume, verbose=verbose, balance=name,
                            val=val_path, **shared)
             model = result.model
