@@ -5,7 +5,7 @@ index plan of its sampler (:mod:`longtail.sampling`), keeps this host's slice,
 and decodes the batches in a Grain pipeline: ``MapDataset.range(num_batches)
 .map(make_batch).to_iter_dataset(ReadOptions(num_threads, prefetch))``. Each
 element is a whole batch, decoded by one thread straight into a preallocated
-array (JPEG decode and Pillow resize release the GIL), with at most
+array (JPEG decode and the OpenCV resize release the GIL), with at most
 ``prefetch`` batches in flight, so memory stays flat however large the
 dataset. A batch is a pure function of ``(seed, epoch, batch index)``, which
 makes the output deterministic and resumable mid-epoch.

@@ -2,7 +2,7 @@
 
 :func:`build_cache` indexes DATA, pins a build plan (``build.json``: options,
 source fingerprint, shard count), then decodes the shards this run owns with
-a pool of threads (JPEG decode, Pillow resize and JPEG encode release the
+a pool of threads (JPEG decode, OpenCV resize and JPEG encode release the
 GIL) while the main thread writes finished shards. It is:
 
 - **resumable**: a shard whose record exists and whose files match their
