@@ -261,8 +261,11 @@ def _fingerprint(ds) -> str:
     """A digest of a dataset's index: class names, labels, paths or rows, weights.
 
     It tells whether a resumed run sees the data it started with; files
-    edited in place under the same name are not detected.
+    edited in place under the same name are not detected. Paths count as
+    ``Dataset.save`` stores them, so a validation Dataset object matches the
+    val.parquet a resumed run reopens.
     """
+    ds = ds._rooted()
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps([ds.kind, ds.class_names]).encode())
     digest.update(np.ascontiguousarray(ds.labels, dtype="<i4").tobytes())

@@ -11,8 +11,10 @@ import importlib.util
 import json
 import os
 import shutil
+from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 import longtail as lt
@@ -154,6 +156,22 @@ def test_resume_with_early_stopping_repeats_the_run(images, tmp_path):
             lt.train(data, run, callbacks=[StopAfter(k)], **options)
         lt.train(data, run, resume=True, verbose=0)
         _same_run(run, reference)
+
+
+def test_resume_with_a_validation_dataset_of_absolute_paths(images, tmp_path):
+    """The data check compares paths as val.parquet stores them (made relative)."""
+    data, model = images
+    paths = sorted(str(p) for p in Path(data).glob("*/*") if p.suffix in (".png", ".jpg"))
+    names = sorted(os.listdir(data))
+    val = lt.Dataset.from_arrays(np.array(paths[::4]),
+                                 np.array([names.index(Path(p).parent.name) for p in paths[::4]]),
+                                 class_names=names)
+    assert val.root is None
+    run = str(tmp_path / "run")
+    with pytest.raises(Stopped):
+        lt.train(data, run, val=val, callbacks=[StopAfter(1)], **_options(model))
+    result = lt.train(data, run, resume=True, verbose=0)
+    assert len(result.history["loss"]) == 3
 
 
 def _refusal(capsys, *argv):
