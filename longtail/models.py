@@ -48,8 +48,9 @@ def _image_input(keras, input_shape, augment: tuple[str, ...], seed: int):
         x = keras.layers.RandomFlip("horizontal", seed=seed, name="flip")(x)
     if "crop" in augment:
         # Pad-and-crop as a translation of up to 1/8 of the side (CIFAR-style).
-        x = keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", seed=seed,
-                                           name="crop")(x)
+        from longtail.layers import RandomShift  # jit-compilable, unlike RandomTranslation
+
+        x = RandomShift(0.125, seed=seed, name="crop")(x)
     return inputs, x
 
 
@@ -146,7 +147,8 @@ def load_model(path: str, compile: bool = True):
     """
     import keras
 
-    import longtail.losses  # noqa: F401  (registers the losses for deserialisation)
+    import longtail.layers  # noqa: F401  (registers the layers and the losses
+    import longtail.losses  # noqa: F401   for deserialisation)
 
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
