@@ -310,7 +310,7 @@ def cmd_cache(args) -> int:
 
         if args.data or args.out:
             raise ConfigError("--check CACHE takes no DATA and no --out")
-        result = check_cache(args.check)
+        result = check_cache(args.check, allow_outside_root=args.allow_outside_root)
         print(f"{args.check}: {result.rows} cached rows; {len(result.changed)} sources changed "
               f"(size or modification time), {len(result.missing)} missing")
         for label, paths in (("changed", result.changed), ("missing", result.missing)):

@@ -445,3 +445,17 @@ def test_the_page_check_catches_an_unescaped_payload(tmp_path):
     page.write_text(f"<html><body><td>{PAYLOADS[0]}</td></body></html>")
     with pytest.raises(AssertionError):
         _check_page(page)
+
+
+def test_cache_check_refuses_an_escaping_cache_unless_allowed(cache, layout, capsys):
+    from longtail.cli import main
+
+    shard = cache / "shards" / "00000.npy"
+    outside = layout / "elsewhere.npy"
+    shutil.move(shard, outside)
+    os.symlink(outside, shard)
+    assert main(["cache", "--check", str(cache)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not inside the cache" in err
+    assert main(["cache", "--check", str(cache), "--allow-outside-root"]) == 0
+    assert "0 sources changed" in capsys.readouterr().out

@@ -40,18 +40,21 @@ def _stat(path):
     return st.st_size, st.st_mtime_ns
 
 
-def check_cache(path, workers: int | None = None) -> CheckResult:
+def check_cache(path, workers: int | None = None,
+                allow_outside_root: bool = False) -> CheckResult:
     """Compares each cached row's source file with its recorded size and mtime.
 
     Args:
         path: The cache folder.
         workers: Threads that stat the files (default: 4 per core, at most 32;
             stats on network file systems wait on the network).
+        allow_outside_root: Accept a cache whose files lead outside its
+            folder (as :func:`open_cache`).
 
     Returns:
         A :class:`CheckResult`.
     """
-    cache = open_cache(path)
+    cache = open_cache(path, allow_outside_root=allow_outside_root)
     table = cache.table
     rel = table.column("path").to_pylist()
     root = cache.source_root
