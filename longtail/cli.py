@@ -280,7 +280,7 @@ def cmd_predict(args) -> int:
     if args.posthoc_tau is not None and not run:
         raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
                             "training priors beside it")
-    paths = collect_inputs(args.inputs)
+    paths = collect_inputs(args.inputs, allow_outside_root=args.allow_outside_root)
     text, failed = predict_files(
         model, paths, class_names=names,
         image_size=options.get("image_size") or shape[1:3],
@@ -441,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, metavar="K")
     p.add_argument("--out", default=None, help="CSV file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept a manifest whose paths lead outside its folder; refused "
+                        "by default")
 
     p = sub.add_parser("compare", help="train several strategies on one split, side by side")
     _add_train_options(p)

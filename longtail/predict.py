@@ -21,7 +21,8 @@ from longtail.errors import DataError, DecodeError
 __all__ = ["collect_inputs", "predict_files"]
 
 
-def collect_inputs(inputs: Sequence[str], extensions=None) -> list[str]:
+def collect_inputs(inputs: Sequence[str], extensions=None,
+                   allow_outside_root: bool = False) -> list[str]:
     """Expands files, folders (searched recursively) and manifests into paths.
 
     Args:
@@ -29,6 +30,8 @@ def collect_inputs(inputs: Sequence[str], extensions=None) -> list[str]:
             with a ``path`` column.
         extensions: Accepted image extensions for folders (default as
             :meth:`longtail.Dataset.from_directory`).
+        allow_outside_root: Accept a manifest whose paths lead outside its
+            folder (as :meth:`longtail.Dataset.from_table`).
     """
     from longtail.dataset import Dataset
     from longtail.sources.directory import DEFAULT_EXTENSIONS
@@ -45,7 +48,7 @@ def collect_inputs(inputs: Sequence[str], extensions=None) -> list[str]:
                           if not f.startswith(".") and f.rpartition(".")[2].lower() in exts]
             paths += found
         elif item.lower().endswith((".csv", ".tsv", ".parquet", ".pq")):
-            table = Dataset.from_table(item)
+            table = Dataset.from_table(item, allow_outside_root=allow_outside_root)
             if table.kind != "files":
                 raise DataError(f"{item}: a manifest for predict needs a path column")
             paths += table.paths.tolist()

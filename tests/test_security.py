@@ -459,3 +459,23 @@ def test_cache_check_refuses_an_escaping_cache_unless_allowed(cache, layout, cap
     assert len(err.strip().splitlines()) == 1 and "not inside the cache" in err
     assert main(["cache", "--check", str(cache), "--allow-outside-root"]) == 0
     assert "0 sources changed" in capsys.readouterr().out
+
+
+def test_predict_refuses_an_escaping_manifest_unless_allowed(layout, tmp_path, capsys):
+    import keras
+
+    from longtail.cli import main
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "m.keras")
+    manifest = _csv(layout / "data" / "m.csv", [("a/0.png", "a"), ("../secret.png", "b")])
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(tmp_path / "m.keras"), manifest, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "'../secret.png' leads outside" in err
+    assert not out.exists()
+    assert main(["predict", str(tmp_path / "m.keras"), manifest, "--out", str(out),
+                 "--allow-outside-root"]) == 0
+    rows = out.read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[2].split(",")[0].endswith("secret.png")
