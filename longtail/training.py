@@ -272,13 +272,25 @@ def _fingerprint(ds) -> str:
     if ds.features is not None:
         digest.update(np.ascontiguousarray(ds.features, dtype="<f4").tobytes())
     if ds.relative_paths is not None:
-        for path in ds.relative_paths.to_pylist():
-            digest.update(path.encode("utf-8", "surrogateescape") + b"\0")
+        digest.update(_string_bytes(ds.relative_paths))
     if ds.weights is not None:
         digest.update(np.ascontiguousarray(ds.weights, dtype="<f4").tobytes())
     if ds.cache_rows is not None:
         digest.update(np.ascontiguousarray(ds.cache_rows, dtype="<i8").tobytes())
     return digest.hexdigest()
+
+
+def _string_bytes(array) -> bytes:
+    """An Arrow string array as its offsets and characters (no per-string loop)."""
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
+    offsets = offsets[array.offset:array.offset + len(array) + 1].astype("<i8")
+    chars = memoryview(array.buffers()[2] or b"")[offsets[0]:offsets[-1]]
+    return (offsets - offsets[0]).tobytes() + bytes(chars)
 
 
 def _read_json(path: str, what: str) -> dict:
