@@ -18,317 +18,18 @@ docs/reliability.md, "Kill tests".
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import glob
-import hashlib
-import io
-import json
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from longtail.errors import ConfigError, DataError
+from longtail.training import checkpoint as ckpt
+from longtail.training.config import TrainConfig, TrainResult
 
-__all__ = ["TrainConfig", "TrainResult", "train", "parse_image_size"]
-
-_STATE = "state.json"
-_LAST = "last.keras"  # the checkpoint name of runs written before epoch-N.keras
-
-
-def parse_image_size(value) -> tuple[int, int] | None:
-    """``64`` -> (64, 64); ``"64x48"`` -> (64, 48) as (height, width); a pair as is."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = value.lower().split("x")
-        try:
-            sizes = [int(p) for p in parts]
-        except ValueError:
-            sizes = []
-        if len(sizes) not in (1, 2):
-            raise ConfigError(f"`image_size` must be N or HxW (e.g. 64 or 64x48); got {value!r}")
-        value = sizes
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        value = value * 2
-    if len(value) != 2 or min(value) < 1 or max(value) > 8192:
-        raise ConfigError(f"`image_size` must be 1..8192 pixels per side; got {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run; ``config.json`` is this, resolved.
-
-    See :func:`train` for the meaning of each field.
-    """
-
-    balance: str = "none"
-    epochs: int = 10
-    batch_size: int = 64
-    image_size: tuple[int, int] | None = (64, 64)
-    color_mode: str = "rgb"
-    model: str | None = None
-    augment: str = "flip,crop"
-    val_split: float = 0.2
-    val: str | None = None
-    label_mode: str = "int"
-    seed: int = 0
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    early_stopping: int | None = None
-    tau: float = 1.0
-    gamma: float = 2.0
-    beta: float = 0.999
-    drw_epoch: int | None = None
-    num_workers: int | None = None
-    data_options: dict = field(default_factory=dict)
-    distribute: bool = False
-
-    def __post_init__(self):
-        from longtail.strategies import resolve_strategy
-
-        resolve_strategy(self.balance)
-        object.__setattr__(self, "image_size", parse_image_size(self.image_size))
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
-        if self.label_mode not in ("int", "categorical"):
-            raise ConfigError(f"`label_mode` must be int or categorical; got {self.label_mode!r}")
-        if self.color_mode not in ("rgb", "grayscale", "rgba"):
-            raise ConfigError(
-                f"`color_mode` must be rgb, grayscale or rgba; got {self.color_mode!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"`schedule` must be cosine or constant; got {self.schedule!r}")
-        if self.val is None and not 0.0 < self.val_split < 1.0:
-            raise ConfigError(
-                f"`val_split` must be in (0, 1) when no `val` data is given; got {self.val_split}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"`learning_rate` must be > 0; got {self.learning_rate}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ConfigError(f"`early_stopping` must be >= 1 epochs; got {self.early_stopping}")
-        from longtail.models import resolve_augment
-
-        resolve_augment(self.augment)
-
-    @property
-    def strategy_params(self) -> dict:
-        return {"tau": self.tau, "gamma": self.gamma, "beta": self.beta,
-                "drw_epoch": self.drw_epoch}
-
-    def to_json(self) -> dict:
-        out = asdict(self)
-        out["image_size"] = None if self.image_size is None else list(self.image_size)
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns."""
-
-    model: object
-    history: dict
-    metrics: dict | None
-    run_dir: str | None
-    config: dict
-
-
-def _csv(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    for row in rows[1:]:
-        keys += [k for k in row if k not in keys]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _rng_states(model) -> list:
-    """The states of the model's seed generators (augmentation, dropout), in order.
-
-    ``model.save`` leaves them out, so a resumed run would redraw the first
-    epoch's augmentations; :func:`train` keeps them in ``state.json``.
-    """
-    return [np.asarray(v.numpy()).tolist() for v in model.variables
-            if v.name == "seed_generator_state"]
-
-
-def _set_rng_states(model, states: list, path: str) -> None:
-    variables = [v for v in model.variables if v.name == "seed_generator_state"]
-    if len(variables) != len(states):
-        raise DataError(f"{path}: holds {len(states)} random states but the model has "
-                        f"{len(variables)} seed generators; the checkpoint does not match")
-    for variable, state in zip(variables, states):
-        variable.assign(np.asarray(state, dtype=variable.dtype))
-
-
-def _early_stopping(patience: int, saved: dict | None = None, best_weights=None):
-    """EarlyStopping on validation balanced accuracy that carries on after a resume.
-
-    ``saved`` (from ``state.json``) and ``best_weights`` restore its patience
-    count, best value and best weights, which a fresh callback would forget.
-    """
-    import keras
-
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if saved is not None:
-                self.wait, self.best = saved["wait"], saved["best"]
-                self.best_epoch, self.best_weights = saved["best_epoch"], best_weights
-
-    return ResumableEarlyStopping(monitor="val_balanced_accuracy", mode="max",
-                                  patience=patience, restore_best_weights=True)
-
-
-def _load_weights(path: str) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return [z[f"arr_{i}"] for i in range(len(z.files))]
-
-
-def _checkpoint_callback(run_dir: str, history_rows: list[dict], early=None):
-    """Saves model + optimizer, then the epoch counter and history, atomically.
-
-    The model goes to a new ``epoch-N.keras`` (and, with early stopping, the
-    best weights so far to ``best-N.npz``); ``state.json`` then names them,
-    and only then are older checkpoints removed. A kill between two steps
-    leaves ``state.json`` naming complete files of its own epoch count.
-    """
-    import keras
-
-    from longtail._io import atomic_path, write_json, write_text
-
-    folder = os.path.join(run_dir, "checkpoints")
-
-    class RunCheckpoint(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch}
-            row.update({k: float(v) for k, v in (logs or {}).items()})
-            row["epoch_seconds"] = time.perf_counter() - self._started
-            history_rows.append(row)
-            name = f"epoch-{epoch + 1}.keras"
-            with atomic_path(os.path.join(folder, name), suffix=".keras") as tmp:
-                self.model.save(tmp)
-            state = {"epochs_done": epoch + 1, "model": name, "rng": _rng_states(self.model),
-                     "stopped": bool(self.model.stop_training), "history": history_rows}
-            keep = [name]
-            if early is not None and early.best_weights is not None:
-                best = f"best-{early.best_epoch + 1}.npz"
-                if early.best_epoch == epoch:  # this epoch's weights are the best so far
-                    with atomic_path(os.path.join(folder, best), suffix=".npz") as tmp:
-                        np.savez(tmp, *early.best_weights)
-                state["early_stopping"] = {"wait": early.wait, "best": float(early.best),
-                                           "best_epoch": early.best_epoch, "weights": best}
-                keep.append(best)
-            write_json(os.path.join(folder, _STATE), state)
-            write_text(os.path.join(run_dir, "history.csv"), _csv(history_rows))
-            _remove_stale_checkpoints(folder, keep=keep)
-
-    return RunCheckpoint()
-
-
-def _remove_stale_checkpoints(folder: str, keep=()) -> None:
-    """Removes checkpoints not named in ``keep``, and temp files a kill left behind."""
-    from longtail._io import remove_stale_temps
-
-    for path in glob.glob(os.path.join(folder, "epoch-*.keras")) + glob.glob(
-            os.path.join(folder, "best-*.npz")) + [os.path.join(folder, _LAST)]:
-        if os.path.basename(path) not in keep and os.path.exists(path):
-            os.remove(path)
-    remove_stale_temps(folder)
-
-
-def _fingerprint(ds) -> str:
-    """A digest of a dataset's index: class names, labels, paths or rows, weights.
-
-    It tells whether a resumed run sees the data it started with; files
-    edited in place under the same name are not detected. Paths count as
-    ``Dataset.save`` stores them, so a validation Dataset object matches the
-    val.parquet a resumed run reopens.
-    """
-    ds = ds._rooted()
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps([ds.kind, ds.class_names]).encode())
-    digest.update(np.ascontiguousarray(ds.labels, dtype="<i4").tobytes())
-    if ds.features is not None:
-        digest.update(np.ascontiguousarray(ds.features, dtype="<f4").tobytes())
-    if ds.relative_paths is not None:
-        digest.update(_string_bytes(ds.relative_paths))
-    if ds.weights is not None:
-        digest.update(np.ascontiguousarray(ds.weights, dtype="<f4").tobytes())
-    if ds.cache_rows is not None:
-        digest.update(np.ascontiguousarray(ds.cache_rows, dtype="<i8").tobytes())
-    return digest.hexdigest()
-
-
-def _string_bytes(array) -> bytes:
-    """An Arrow string array as its offsets and characters (no per-string loop)."""
-    import pyarrow as pa
-
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
-    offsets = offsets[array.offset:array.offset + len(array) + 1].astype("<i8")
-    chars = memoryview(array.buffers()[2] or b"")[offsets[0]:offsets[-1]]
-    return (offsets - offsets[0]).tobytes() + bytes(chars)
-
-
-def _read_json(path: str, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a valid {what} ({e}); start a new run in another "
-                        "folder") from e
-
-
-def _resume_point(out: str | None) -> tuple[dict, dict | None]:
-    """``config.json`` and ``checkpoints/state.json`` (None before the first epoch ended)."""
-    if out is None:
-        raise ConfigError("--resume needs the run folder (--out) to continue")
-    if not os.path.isdir(out):
-        raise ConfigError(f"--resume: {out}: no such run folder; start the run without --resume")
-    config_path = os.path.join(out, "config.json")
-    if not os.path.exists(config_path):
-        raise ConfigError(f"--resume: {out} holds no run (no config.json: it was stopped "
-                          "before training began); start it again without --resume")
-    run_config = _read_json(config_path, "run config")
-    state_path = os.path.join(out, "checkpoints", _STATE)
-    state = _read_json(state_path, "checkpoint state") if os.path.exists(state_path) else None
-    return run_config, state
-
-
-def _check_same_data(out: str, run_config: dict, train_ds, val_ds) -> None:
-    saved = run_config.get("data_fingerprint")
-    if saved is None:  # a run folder written before fingerprints
-        return
-    now = {"train": _fingerprint(train_ds), "val": _fingerprint(val_ds)}
-    if now != saved:
-        then = f"{sum(run_config['train_counts'])} + {sum(run_config['val_counts'])}"
-        raise DataError(
-            f"--resume: the data has changed since the run in {out} started ({then} training "
-            f"+ validation samples then, {len(train_ds)} + {len(val_ds)} now, or other files "
-            "or labels); resume with the same DATA, or start a new run in another folder")
+__all__ = ["train"]
 
 
 def _open_data(config: TrainConfig, data, val_data):
@@ -420,34 +121,85 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         >>> result = train("photos/", "runs/lt", balance="logit-adjust",
         ...                epochs=5)  # doctest: +SKIP
     """
-    state = None
-    if resume:  # refusals come before Keras is imported, in a fraction of a second
-        saved_config, state = _resume_point(out)
-        if state is not None and state.get("finished"):
-            return _finished_run(out, saved_config, state)
-        config = TrainConfig.from_json(saved_config["options"])
-    else:
-        val_data = options.get("val")
-        if val_data is not None and not isinstance(val_data, (str, os.PathLike)):
-            options = dict(options, val=repr(val_data))  # config.json keeps a description
-        config = TrainConfig(**options)
-        if out is not None and os.path.exists(os.path.join(out, "config.json")):
-            raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
-                              "it, or choose another folder")
+    # Refusals come before Keras is imported, in a fraction of a second.
+    config, saved_config, state = _starting_point(out, resume, options)
+    if state is not None and state.get("finished"):
+        return _finished_run(out, saved_config, state)
 
     import keras
 
-    from longtail._io import write_json
-    from longtail.callbacks import PerClassMetrics
     from longtail.strategies import resolve_strategy
 
-    placement = None
-    if config.distribute:  # before any JAX work and before the model is built
-        from longtail.distribute import setup
-
-        placement = setup(cluster, batch_size=config.batch_size)
+    placement = _placement(config, cluster)
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
+    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
+    train_loader, val_loader = _loaders(config, train_ds, val_ds, strategy, placement)
+    if resume:
+        ckpt.check_same_data(out, saved_config, train_ds, val_ds)
+    model, initial_epoch, history_rows, best_weights = _model(
+        config, out, state, train_ds, strategy, len(train_loader))
+    run_config = _run_config(config, data, strategy, train_ds, val_ds, len(train_loader),
+                             placement)
+    if placement is not None and placement.process_id != 0:
+        out = None  # process 0 writes the run folder
+    if out is not None and not resume:
+        _start_folder(out, val_ds, run_config)
+
+    early = None
+    if config.early_stopping:
+        early = ckpt.early_stopping(config.early_stopping,
+                                    state.get("early_stopping") if state else None,
+                                    best_weights)
+    callbacks = _callbacks(config, out, strategy, train_ds, val_loader, placement, early,
+                           history_rows) + list(callbacks or [])
+    started = time.perf_counter()
+    fit_history = _fit(model, config, train_loader, val_loader, callbacks, state,
+                       initial_epoch, best_weights, placement, verbose)
+    seconds = time.perf_counter() - started
+    if placement is not None:
+        model = placement.local_model(model)  # one-device copy; the distribution ends
+
+    report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds)
+    _warn_unreadable(train_loader, val_loader)
+    if out is not None:
+        _finish_run(out, model, report, run_config, history_rows)
+    if placement is not None:
+        placement.barrier("longtail: run folder written")  # process 0 may still write
+    history = {k: [float(v) for v in values] for k, values in fit_history.items()}
+    if out is not None:  # the whole run, epochs before a resume included
+        history = _history_dict(history_rows)
+    return TrainResult(model, history, metrics, out, run_config)
+
+
+def _starting_point(out, resume: bool, options: dict):
+    """The run's config, and with ``resume`` its saved config.json and state.json."""
+    if resume:
+        saved_config, state = ckpt.resume_point(out)
+        if state is not None and state.get("finished"):
+            return None, saved_config, state
+        return TrainConfig.from_json(saved_config["options"]), saved_config, state
+    val_data = options.get("val")
+    if val_data is not None and not isinstance(val_data, (str, os.PathLike)):
+        options = dict(options, val=repr(val_data))  # config.json keeps a description
+    config = TrainConfig(**options)
+    if out is not None and os.path.exists(os.path.join(out, "config.json")):
+        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
+                          "it, or choose another folder")
+    return config, None, None
+
+
+def _placement(config: TrainConfig, cluster):
+    """With ``distribute``, joins the job (before any JAX work and any model)."""
+    if not config.distribute:
+        return None
+    from longtail.distribute import setup
+
+    return setup(cluster, batch_size=config.batch_size)
+
+
+def _data(config: TrainConfig, data, out, resume: bool, val_data):
+    """Opens the training and validation data; a cache fixes the image size."""
     if resume:
         val_data = config.val
         if val_data is not None and not os.path.exists(val_data):
@@ -458,8 +210,13 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     if train_ds.kind == "cache" and tuple(config.image_size) != train_ds.cache.image_size:
         # A cache holds one image size: train at it rather than fail on the shape.
         warnings.warn(f"{data}: the cache holds {train_ds.cache.image_size} images; training "
-                      f"at that size instead of image_size {config.image_size}", stacklevel=2)
+                      f"at that size instead of image_size {config.image_size}", stacklevel=3)
         config = dataclasses.replace(config, image_size=train_ds.cache.image_size)
+    return config, train_ds, val_ds
+
+
+def _loaders(config: TrainConfig, train_ds, val_ds, strategy, placement):
+    """The training loader (the strategy's sampling, this process's shard) and validation's."""
     loader_kw = dict(label_mode=config.label_mode, num_workers=config.num_workers)
     if train_ds.kind != "features":
         loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
@@ -473,7 +230,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             "--batch-size")
     if len(train_ds) < batch_size:
         warnings.warn(f"the training data has {len(train_ds)} samples, fewer than "
-                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=2)
+                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=3)
         batch_size = len(train_ds)
     train_loader = train_ds.loader(
         batch_size=batch_size, sampling=strategy.sampling,
@@ -483,79 +240,97 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
                                **loader_kw)
     if placement is not None:  # the global plan needs the same data everywhere
         placement.check_same("data", train_ds.labels, val_ds.labels)
+    return train_loader, val_loader
 
-    if resume:
-        _check_same_data(out, saved_config, train_ds, val_ds)
-    history_rows: list[dict] = []
-    initial_epoch, best_weights = 0, None
-    if state is not None:
-        initial_epoch, history_rows = state["epochs_done"], state["history"]
-        from longtail.models import load_model
 
-        checkpoint = os.path.join(out, "checkpoints", state.get("model", _LAST))
-        if not os.path.exists(checkpoint):
-            raise DataError(f"--resume: {checkpoint}: the checkpoint named by state.json is "
-                            "missing; start a new run in another folder")
-        model = load_model(checkpoint)
-        if "rng" in state:  # absent from runs written before it was kept
-            _set_rng_states(model, state["rng"], checkpoint)
-        if state.get("early_stopping"):
-            best_weights = _load_weights(os.path.join(out, "checkpoints",
+def _model(config: TrainConfig, out, state, train_ds, strategy, steps_per_epoch: int):
+    """A new compiled model, or the checkpoint ``state`` names with its epoch and history.
+
+    Returns ``(model, initial_epoch, history_rows, best_weights)``.
+    """
+    if state is None:
+        return _build(config, train_ds, strategy, steps_per_epoch), 0, [], None
+    from longtail.models import load_model
+
+    checkpoint = os.path.join(out, "checkpoints", state.get("model", ckpt._LAST))
+    if not os.path.exists(checkpoint):
+        raise DataError(f"--resume: {checkpoint}: the checkpoint named by state.json is "
+                        "missing; start a new run in another folder")
+    model = load_model(checkpoint)
+    if "rng" in state:  # absent from runs written before it was kept
+        ckpt.set_rng_states(model, state["rng"], checkpoint)
+    best_weights = None
+    if state.get("early_stopping"):
+        best_weights = ckpt.load_weights(os.path.join(out, "checkpoints",
                                                       state["early_stopping"]["weights"]))
-    else:
-        model = _build(config, train_ds, strategy, len(train_loader))
+    return model, state["epochs_done"], state["history"], best_weights
+
+
+def _run_config(config: TrainConfig, data, strategy, train_ds, val_ds, steps_per_epoch: int,
+                placement) -> dict:
+    """What ``config.json`` holds: the options, the data it saw, and the software."""
+    import keras
 
     run_config = {
         "options": config.to_json(), "data": str(data), "strategy": strategy.name,
         "class_names": train_ds.class_names, "train_counts": train_ds.class_counts.tolist(),
         "val_counts": val_ds.class_counts.tolist(), "priors": train_ds.priors.tolist(),
         "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
-        "steps_per_epoch": len(train_loader),
-        "data_fingerprint": {"train": _fingerprint(train_ds), "val": _fingerprint(val_ds)},
+        "steps_per_epoch": steps_per_epoch,
+        "data_fingerprint": {"train": ckpt.fingerprint(train_ds),
+                             "val": ckpt.fingerprint(val_ds)},
     }
     if placement is not None:
         run_config["distributed"] = {
             "processes": placement.num_processes, "devices": placement.devices,
             "global_batch_size": placement.global_batch(config.batch_size)}
-        if placement.process_id != 0:
-            out = None  # process 0 writes the run folder
-    if out is not None and not resume:
-        os.makedirs(out, exist_ok=True)
-        val_ds.save(os.path.join(out, "val.parquet"))  # for evaluate --tune-tau
-        write_json(os.path.join(out, "config.json"), run_config)
+    return run_config
 
-    extra_callbacks = list(callbacks or [])
+
+def _start_folder(out: str, val_ds, run_config: dict) -> None:
+    """Creates the run folder with ``val.parquet`` and, last, ``config.json``."""
+    from longtail._io import write_json
+
+    os.makedirs(out, exist_ok=True)
+    val_ds.save(os.path.join(out, "val.parquet"))  # for evaluate --tune-tau
+    write_json(os.path.join(out, "config.json"), run_config)
+
+
+def _callbacks(config: TrainConfig, out, strategy, train_ds, val_loader, placement, early,
+               history_rows: list[dict]) -> list:
+    """longtail's callbacks in order: metrics, strategy, early stopping, checkpoint."""
+    from longtail.callbacks import PerClassMetrics
+
     callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
     if placement is not None:  # validation on this process's undistributed copy
         callbacks = [placement.validation(callbacks, val_loader)]
     if strategy.callbacks is not None:
         callbacks += strategy.callbacks(train_ds.class_counts, config.epochs,
                                         config.strategy_params)
-    early = None
-    if config.early_stopping:
-        early = _early_stopping(config.early_stopping,
-                                state.get("early_stopping") if state else None, best_weights)
+    if early is not None:
         callbacks.append(early)
     if out is not None:
-        checkpoint = _checkpoint_callback(out, history_rows, early)
+        checkpoint = ckpt.checkpoint_callback(out, history_rows, early)
         callbacks.append(checkpoint if placement is None else placement.on_one_device(checkpoint))
-    callbacks += extra_callbacks
+    return callbacks
 
+
+def _fit(model, config: TrainConfig, train_loader, val_loader, callbacks, state,
+         initial_epoch: int, best_weights, placement, verbose) -> dict:
+    """Runs the remaining epochs; returns Keras' history of this call."""
     if hasattr(train_loader, "set_epoch"):
         train_loader.set_epoch(initial_epoch)
-    started = time.perf_counter()
-    fit_history = {}
     if state is not None and (state.get("stopped") or initial_epoch >= config.epochs):
         if best_weights is not None:  # as EarlyStopping did when training ended
             model.set_weights(best_weights)
-    elif initial_epoch < config.epochs:
-        fit_history = model.fit(train_loader, epochs=config.epochs,
-                  validation_data=val_loader if placement is None else None,
-                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
-    seconds = time.perf_counter() - started
-    if placement is not None:
-        model = placement.local_model(model)  # one-device copy; the distribution ends
+        return {}
+    return model.fit(train_loader, epochs=config.epochs,
+                     validation_data=val_loader if placement is None else None,
+                     initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
 
+
+def _evaluate(model, train_ds, val_loader, history_rows: list[dict], seconds: float):
+    """The validation report and its metrics dict, with the training time."""
     from longtail.evaluation import evaluate
 
     report = evaluate(model, val_loader, class_names=train_ds.class_names,
@@ -563,24 +338,27 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     metrics = report.to_dict()
     metrics["train_seconds"] = seconds if not history_rows else float(
         sum(row.get("epoch_seconds", 0.0) for row in history_rows))  # resumed runs included
+    return report, metrics
+
+
+def _warn_unreadable(train_loader, val_loader) -> None:
+    """One warning that counts and lists the files the loaders skipped."""
     unreadable = {e.path: e for loader in (train_loader, val_loader)
                   for e in getattr(loader, "errors", ())}
     if unreadable:
         shown = "; ".join(str(e) for e in list(unreadable.values())[:5])
         warnings.warn(f"{len(unreadable)} unreadable files were skipped (training drew "
                       "another sample of the same class; validation metrics leave them "
-                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=2)
-    if out is not None:
-        _finish_run(out, model, report, run_config, history_rows)
-    if placement is not None:
-        placement.barrier("longtail: run folder written")  # process 0 may still write
-    history = {k: [float(v) for v in values] for k, values in fit_history.items()}
-    if out is not None:  # the whole run, epochs before a resume included
-        history = {}
-        for row in history_rows:
-            for key, value in row.items():
-                history.setdefault(key, []).append(value)
-    return TrainResult(model, history, metrics, out, run_config)
+                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=3)
+
+
+def _history_dict(history_rows: list[dict]) -> dict:
+    """history.csv's rows as Keras' ``History.history``: one list per column."""
+    history = {}
+    for row in history_rows:
+        for key, value in row.items():
+            history.setdefault(key, []).append(value)
+    return history
 
 
 def _finish_run(out: str, model, report, run_config: dict, history_rows: list[dict]) -> None:
@@ -593,15 +371,15 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
     report.save(out)
     history_csv = os.path.join(out, "history.csv")
     if history_rows:  # a kill may have come between state.json and history.csv
-        write_text(history_csv, _csv(history_rows))
+        write_text(history_csv, ckpt.csv_text(history_rows))
     write_report(out, report.to_dict(),
                  history_csv=history_csv if os.path.exists(history_csv) else None,
                  config=run_config, train_counts=run_config["train_counts"],
                  title=f"longtail run: {run_config['strategy']}")
     folder = os.path.join(out, "checkpoints")
-    write_json(os.path.join(folder, _STATE),
+    write_json(os.path.join(folder, ckpt.STATE),
                {"finished": True, "epochs_done": len(history_rows), "history": history_rows})
-    _remove_stale_checkpoints(folder)
+    ckpt.remove_stale_checkpoints(folder)
     remove_stale_temps(out)
 
 
@@ -611,10 +389,6 @@ def _finished_run(out: str, run_config: dict, state: dict) -> TrainResult:
 
     warnings.warn(f"{out}: the run is already finished ({state['epochs_done']} epochs); "
                   "nothing to resume", stacklevel=3)
-    metrics = _read_json(os.path.join(out, "metrics.json"), "metrics file")
-    history = {}
-    for row in state["history"]:
-        for key, value in row.items():
-            history.setdefault(key, []).append(value)
-    return TrainResult(load_model(os.path.join(out, "model.keras")), history, metrics, out,
-                       run_config)
+    metrics = ckpt.read_json(os.path.join(out, "metrics.json"), "metrics file")
+    return TrainResult(load_model(os.path.join(out, "model.keras")),
+                       _history_dict(state["history"]), metrics, out, run_config)
