@@ -7,31 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from longtail.errors import ConfigError
+from longtail.options import parse_image_size
 
 __all__ = ["TrainConfig", "TrainResult", "parse_image_size"]
-
-
-def parse_image_size(value) -> tuple[int, int] | None:
-    """``64`` -> (64, 64); ``"64x48"`` -> (64, 48) as (height, width); a pair as is."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = value.lower().split("x")
-        try:
-            sizes = [int(p) for p in parts]
-        except ValueError:
-            sizes = []
-        if len(sizes) not in (1, 2):
-            raise ConfigError(f"`image_size` must be N or HxW (e.g. 64 or 64x48); got {value!r}")
-        value = sizes
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        value = value * 2
-    if len(value) != 2 or min(value) < 1 or max(value) > 8192:
-        raise ConfigError(f"`image_size` must be 1..8192 pixels per side; got {value}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 
 from longtail.errors import ConfigError, DataError
+from longtail.options import channels_of
 from longtail.training import checkpoint as ckpt
 from longtail.training.config import TrainConfig, TrainResult
 
@@ -61,15 +62,15 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
     if config.model and (config.model.endswith(".keras") or os.path.sep in config.model):
         model = load_user_model(config.model, k)
     else:
-        name = config.model or ("mlp" if train_ds.kind == "features" else "small-cnn")
-        if train_ds.kind == "features":
+        name = config.model or train_ds.source.default_model
+        if not train_ds.source.is_image:
             features = train_ds.features
             model = build_model(name, (features.shape[1],), k, output_bias=bias,
                                 seed=config.seed, mean=features.mean(axis=0),
                                 variance=np.maximum(features.var(axis=0), 1e-12))
         else:  # image files or a cache of decoded images
-            channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[config.color_mode]
-            model = build_model(name, (*config.image_size, channels), k, output_bias=bias,
+            model = build_model(name, (*config.image_size, channels_of(config.color_mode)), k,
+                                output_bias=bias,
                                 seed=config.seed, augment=resolve_augment(config.augment))
     total = config.epochs * steps_per_epoch
     lr = config.learning_rate
@@ -207,18 +208,19 @@ def _data(config: TrainConfig, data, out, resume: bool, val_data):
             # the run saved it as val.parquet when it started.
             val_data = os.path.join(out, "val.parquet")
     train_ds, val_ds = _open_data(config, data, val_data)
-    if train_ds.kind == "cache" and tuple(config.image_size) != train_ds.cache.image_size:
+    fixed = train_ds.source.image_size
+    if fixed is not None and tuple(config.image_size) != fixed:
         # A cache holds one image size: train at it rather than fail on the shape.
-        warnings.warn(f"{data}: the cache holds {train_ds.cache.image_size} images; training "
+        warnings.warn(f"{data}: the cache holds {fixed} images; training "
                       f"at that size instead of image_size {config.image_size}", stacklevel=3)
-        config = dataclasses.replace(config, image_size=train_ds.cache.image_size)
+        config = dataclasses.replace(config, image_size=fixed)
     return config, train_ds, val_ds
 
 
 def _loaders(config: TrainConfig, train_ds, val_ds, strategy, placement):
     """The training loader (the strategy's sampling, this process's shard) and validation's."""
     loader_kw = dict(label_mode=config.label_mode, num_workers=config.num_workers)
-    if train_ds.kind != "features":
+    if train_ds.source.is_image:
         loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
     batch_size = config.batch_size
     if placement is not None and len(train_ds) < batch_size * placement.num_processes:
