@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from longtail._trust import seal_manifest
 from longtail.errors import DataError
 
 __all__ = ["Dataset"]
@@ -418,6 +419,8 @@ class Dataset:
                     pass
             meta["cache"] = cache_root
         table = pa.table(columns, names=names)
+        if "root" in meta or "cache" in meta:  # folders a reader trusts only when sealed
+            meta["seal"] = seal_manifest(meta, table)
         return table.replace_schema_metadata({b"longtail": json.dumps(meta).encode()})
 
     def save(self, path: str) -> str:
