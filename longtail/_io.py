@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 
-__all__ = ["atomic_path", "write_text", "write_json", "remove_stale_temps"]
+__all__ = ["atomic_path", "write_text", "write_json", "remove_stale_temps", "csv_cell"]
 
 # What atomic_path names a temporary file: ".NAME." + mkstemp's 8 characters + suffix.
 _TEMP = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.[A-Za-z0-9]+")
@@ -68,3 +68,18 @@ def remove_stale_temps(folder: str) -> list[str]:
                     os.remove(entry.path)
                     removed.append(entry.path)
     return removed
+
+
+# First characters that make a spreadsheet run a cell as a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value) -> str:
+    """A text cell for a CSV file that a spreadsheet shows as text, never runs.
+
+    Cells starting with ``= + - @``, a tab or a carriage return get a leading
+    single quote, as OWASP's CSV-injection advice says; numbers written by
+    longtail are passed as numbers and stay as they are.
+    """
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text

@@ -265,7 +265,8 @@ def cmd_predict(args) -> int:
     if args.posthoc_tau is not None and not run:
         raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
                             "training priors beside it")
-    paths = collect_inputs(args.inputs, allow_outside_root=args.allow_outside_root)
+    paths = collect_inputs(args.inputs, allow_outside_root=args.allow_outside_root,
+                           follow_symlinks=args.follow_symlinks)
     text, failed = predict_files(
         model, paths, class_names=names,
         image_size=options.get("image_size") or shape[1:3],
@@ -429,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept a manifest whose paths lead outside its folder; refused "
                         "by default")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symbolic links inside INPUT folders (skipped by default, "
+                        "as when indexing)")
 
     p = sub.add_parser("compare", help="train several strategies on one split, side by side")
     _add_train_options(p)

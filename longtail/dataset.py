@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from longtail._trust import seal_manifest
 from longtail.errors import ConfigError, DataError
 from longtail.options import MAX_PIXELS
 from longtail.sources import (CacheSource, FeatureSource, FileSource, Indexed, Source,
@@ -460,6 +461,8 @@ class Dataset:
             names.append("weight")
             meta["weight_column"] = "weight"
         table = pa.table(columns, names=names)
+        if "root" in meta or "cache" in meta:  # folders a reader trusts only when sealed
+            meta["seal"] = seal_manifest(meta, table)
         return table.replace_schema_metadata({b"longtail": json.dumps(meta).encode()})
 
     def save(self, path: str) -> str:

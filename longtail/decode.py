@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import struct
 import tokenize
@@ -133,14 +134,30 @@ def decode_image(data: bytes, options: DecodeOptions, path="<bytes>") -> np.ndar
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
-        raise DecodeError(path, f"too many pixels for Pillow ({e})") from e
+        raise DecodeError(path, f"too many pixels for Pillow ({_reason(e)})") from e
     except (ValueError, OSError, SyntaxError, EOFError, struct.error, IndexError,
             TypeError, cv2.error) as e:
         what = kind.upper() if kind != "unknown" else "image"
-        raise DecodeError(path, f"cannot decode {what}: {e}") from e
+        raise DecodeError(path, f"cannot decode {what}: {_reason(e)}") from e
     if options.dtype == "float32":
         return out.astype(np.float32)
     return out
+
+
+# What a decoder's message may quote from the file: quoted text, byte values, reprs.
+_QUOTED = re.compile(r"""b?'[^']*'?|b?"[^"]*"?|0x[0-9A-Fa-f]+|\{.*\}|\\x[0-9A-Fa-f]{2}""")
+
+
+def _reason(error: BaseException) -> str:
+    """A decoder's message without anything it quotes from the file.
+
+    Messages end up in warnings, ``cache.json``, ``metrics.json`` and
+    predict's CSV; a file that is not an image (a password file named
+    ``.jpg``) must not have its first bytes copied there.
+    """
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = _QUOTED.sub("...", text)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _check_pixels(height, width, options, path):
@@ -274,7 +291,7 @@ def _decode_pillow(data, options, path):
     except Image.UnidentifiedImageError as e:
         raise DecodeError(
             path, "not a recognised image (expected JPEG, PNG, BMP, GIF, WebP, TIFF "
-            f"or .npy; the file starts with {bytes(data[:8])!r})") from e
+            "or .npy)") from e
     width, height = im.size
     _check_pixels(height, width, options, path)
     if im.format == "JPEG" and options.image_size is not None:
@@ -304,7 +321,7 @@ def _check_npy_header(data, options, path):
         else:
             raise DecodeError(path, f"unsupported .npy format version {version}")
     except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
-        raise DecodeError(path, f"cannot decode NPY: bad header ({e})") from e
+        raise DecodeError(path, f"cannot decode NPY: bad header ({_reason(e)})") from e
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
         raise DecodeError(
             path, f"expected an (h, w) or (h, w, c) array with c in 1, 3, 4; got shape {shape}")

@@ -31,12 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from longtail._io import write_json
+from longtail._trust import is_inside
 from longtail.cache import layout
 from longtail.cache.combine import combine
 from longtail.decode import _convert_channels
 from longtail.errors import ConfigError, DataError
 from longtail.options import COLOR_MODES, ImageOptions
 from longtail.sources.base import Indexed, Source, Substitute, relative_root
+from longtail.sources.table import refuse_unsealed_folder, stored_folder
 
 __all__ = ["Cache", "CacheSource", "is_cache_manifest", "open_cache", "read_split"]
 
@@ -459,8 +461,10 @@ def read_split(file, class_names=None, allow_outside_root: bool = False) -> Inde
     if meta is None or "cache" not in meta:
         raise DataError(f"{file}: not a manifest of cache rows")
     table = pq.read_table(file)
-    cache_root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)),
-                                               meta["cache"]))
+    folder = os.path.dirname(os.path.abspath(file))
+    cache_root = stored_folder(file, meta, "cache", folder)
+    if not allow_outside_root and not is_inside(cache_root, folder):
+        refuse_unsealed_folder(file, meta, table, "cache")
     try:
         cache = open_cache(cache_root, allow_outside_root=allow_outside_root)
     except DataError as e:
