@@ -207,7 +207,8 @@ def test_resume_refuses_what_it_cannot_continue(images, tmp_path, capsys):
     os.remove(state)
     os.remove(os.path.join(run, "checkpoints", "epoch-1.keras"))
     with open(state, "w") as f:
-        json.dump({"epochs_done": 1, "model": "epoch-1.keras", "history": []}, f)
+        json.dump({"epochs_done": 1, "model": "epoch-1.keras", "history": [], "rng": [],
+                   "stopped": False}, f)
     shutil.copy(os.path.join(data, "class_2", "0003.png"), os.path.join(copy, "class_2"))
     assert "the checkpoint named by state.json is missing" in _refusal(
         capsys, "train", copy, "--out", run, "--resume")
