@@ -120,6 +120,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     if out is None or _distributed(out, resume, options):  # process 0 writes, unlocked
         return _train(data, out, resume, options, verbose, callbacks, cluster)
     runs.check_out_outside_data(out, data)
+    if resume and not os.path.isdir(out):
+        ckpt.resume_point(out)  # refuses before the lock would create the folder
     with runs.locked(out, "train"):
         return _train(data, out, resume, options, verbose, callbacks, cluster)
 
