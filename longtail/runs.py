@@ -143,11 +143,13 @@ _held: dict[str, list] = {}  # real folder path -> [file object, depth]
 
 
 @contextlib.contextmanager
-def locked(folder, command: str):
+def locked(folder, command: str, *, lock_name: str = LOCK, clean: bool = True):
     """Holds the exclusive lock of ``folder`` (created if needed) for ``command``.
 
-    Re-entrant within a process. Under the lock, an unfinished commit is
-    carried out and temporary files of killed writers are removed.
+    Re-entrant within a process. Under the lock (with ``clean``), an
+    unfinished commit is carried out and temporary files of killed writers
+    are removed. ``lock_name`` names a narrower lock: the parts of a cache,
+    built side by side, each lock their own.
 
     Raises:
         LockedError: another process holds the lock; names it and the holder.
@@ -155,7 +157,7 @@ def locked(folder, command: str):
     folder = os.fspath(folder)
     created = not os.path.exists(folder)
     os.makedirs(folder, exist_ok=True)
-    key = os.path.realpath(folder)
+    key = os.path.join(os.path.realpath(folder), lock_name)
     if key in _held:
         _held[key][1] += 1
         try:
@@ -163,23 +165,24 @@ def locked(folder, command: str):
         finally:
             _held[key][1] -= 1
         return
-    handle = _acquire(folder, command)
+    handle = _acquire(folder, lock_name, command)
     _held[key] = [handle, 1]
     try:
-        _clean(folder)
+        if clean:
+            _clean(folder)
         yield
     finally:
         del _held[key]
         with contextlib.suppress(OSError):
-            os.remove(os.path.join(folder, LOCK))  # before unlocking: see _acquire
+            os.remove(os.path.join(folder, lock_name))  # before unlocking: see _acquire
         handle.close()
         if created:
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # a refused command leaves no empty folder behind
 
 
-def _acquire(folder: str, command: str):
-    path = os.path.join(folder, LOCK)
+def _acquire(folder: str, lock_name: str, command: str):
+    path = os.path.join(folder, lock_name)
     while True:
         handle = open(path, "a+", encoding="utf-8")
         try:

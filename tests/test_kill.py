@@ -216,6 +216,7 @@ def test_resume_refuses_what_it_cannot_continue(images, tmp_path, capsys):
 
 # ------------------------------------------------------- real SIGKILLs
 @pytest.mark.slow
+@pytest.mark.system
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_train_at_random_moments(seed, tmp_path):
     """Seed 1: images, a user model with flip and dropout; seed 2: a table, the MLP,
@@ -231,6 +232,7 @@ def test_sigkill_train_at_random_moments(seed, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_sigkill_cache_single_part_jpeg(tmp_path):
     """Seed 0 (one part, --format jpeg; test_cache.py runs seeds 1-3), source hashed."""
     tool = _tool("kill_cache")
