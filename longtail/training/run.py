@@ -141,6 +141,8 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     if state is not None and state.get("finished"):
         return _finished_run(out, saved_config, state)
 
+    # The data is indexed (and bad data refused) before Keras is imported.
+    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
     import keras
 
     from longtail.strategies import resolve_strategy
@@ -148,7 +150,6 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     placement = _placement(config, cluster)
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
-    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
     train_loader, val_loader = _loaders(config, train_ds, val_ds, strategy, placement)
     if resume:
         ckpt.check_same_data(out, saved_config, train_ds, val_ds)
