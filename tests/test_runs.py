@@ -341,3 +341,36 @@ def test_read_json_checks_types_and_names_the_file(tmp_path):
     path.write_text('{"epochs_done": true, "history": []}')
     with pytest.raises(DataError, match="s.json: .*`epochs_done` must be an integer; got bool"):
         runs.read_json(str(path), "checkpoint state", {"epochs_done": int, "history": list})
+
+
+def test_a_failed_evaluate_leaves_the_old_metrics_and_report(run_dir, tmp_path, capsys,
+                                                            monkeypatch):
+    data, out = run_dir
+    folder = tmp_path / "eval"
+    assert cli(capsys, "evaluate", out, data, "--out", folder)[0] == 0
+    old = _split_files(folder)
+    assert {"metrics.json", "report.html"} <= set(old)
+    import longtail.report
+
+    def broken(*args, **kwargs):
+        raise OSError(5, "Input/output error", "report.html")
+
+    monkeypatch.setattr(longtail.report, "write_report", broken)
+    assert cli(capsys, "evaluate", out, data, "--out", folder, "--posthoc-tau", "1")[0] == 2
+    assert _split_files(folder) == old  # metrics.json of the new run did not go in alone
+
+
+def test_compare_refuses_a_folder_made_with_other_data_or_options(tmp_path, capsys):
+    data = features_table(str(tmp_path / "t.csv"))
+    other = features_table(str(tmp_path / "u.csv"), seed=1)
+    out = tmp_path / "cmp"
+    argv = ["compare", data, "--strategies", "none", "--out", out, "--epochs", "1",
+            "--batch-size", "8"]
+    assert cli(capsys, *argv)[0] == 0
+    summary = (out / "summary.json").read_bytes()
+    message = one_line_error(capsys, *argv[:-4], "--epochs", "2", "--batch-size", "8")
+    assert "holds a comparison made with other epochs" in message
+    message = one_line_error(capsys, "compare", other, *argv[2:])
+    assert "made with other DATA;" in message
+    assert (out / "summary.json").read_bytes() == summary
+    assert cli(capsys, *argv)[0] == 0  # the same DATA and options continue it
