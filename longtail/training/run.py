@@ -250,7 +250,7 @@ def _data(config: TrainConfig, data, out, resume: bool, val_data):
     if train_ds.kind == "cache" and tuple(config.image_size) != train_ds.cache.image_size:
         # A cache holds one image size: train at it rather than fail on the shape.
         warnings.warn(f"{data}: the cache holds {train_ds.cache.image_size} images; training "
-                      f"at that size instead of image_size {config.image_size}", stacklevel=3)
+                      f"at that size instead of image_size {config.image_size}", stacklevel=4)
         config = dataclasses.replace(config, image_size=train_ds.cache.image_size)
     return config, train_ds, val_ds
 
@@ -270,7 +270,7 @@ def _loaders(config: TrainConfig, train_ds, val_ds, strategy, placement):
             "--batch-size")
     if len(train_ds) < batch_size:
         warnings.warn(f"the training data has {len(train_ds)} samples, fewer than "
-                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=3)
+                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=4)
         batch_size = len(train_ds)
     train_loader = train_ds.loader(
         batch_size=batch_size, sampling=strategy.sampling,
@@ -387,7 +387,7 @@ def _warn_unreadable(train_loader, val_loader) -> None:
         shown = "; ".join(str(e) for e in list(unreadable.values())[:5])
         warnings.warn(f"{len(unreadable)} unreadable files were skipped (training drew "
                       "another sample of the same class; validation metrics leave them "
-                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=3)
+                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=4)
 
 
 def _history_dict(history_rows: list[dict]) -> dict:
@@ -428,7 +428,7 @@ def _finished_run(out: str, run_config: dict, state: dict) -> TrainResult:
     from longtail.models import load_model
 
     warnings.warn(f"{out}: the run is already finished ({state['epochs_done']} epochs); "
-                  "nothing to resume", stacklevel=3)
+                  "nothing to resume", stacklevel=4)
     metrics = runs.read_json(os.path.join(out, "metrics.json"), "metrics file")
     return TrainResult(load_model(os.path.join(out, "model.keras")),
                        _history_dict(state["history"]), metrics, out, run_config)
