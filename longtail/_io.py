@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 
 __all__ = ["atomic_path", "write_text", "write_json", "remove_stale_temps", "csv_cell"]
@@ -35,10 +37,19 @@ def atomic_path(path: str, suffix: str = ".tmp"):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and _disk_full(e):
+            free = shutil.disk_usage(folder).free
+            raise OSError(errno.ENOSPC, f"the disk is full while writing this file "
+                                        f"({free / 2**20:.1f} MB free on its device)",
+                          path) from e
         raise
+
+
+def _disk_full(error: OSError) -> bool:
+    return error.errno == errno.ENOSPC or "No space left on device" in str(error)
 
 
 def write_text(path: str, text: str) -> None:

@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import warnings
 
+from longtail import _validation as v
+from longtail import runs
 from longtail.errors import DataError, LongtailError
 from longtail.options import color_mode_of
 
@@ -98,11 +103,11 @@ def cmd_split(args) -> int:
         raise DataError(f"{args.data}: no samples to split")
     if ds.num_classes < 2:
         raise LongtailError(f"{args.data}: found {ds.num_classes} class; at least 2 are needed")
-    parts = ds.split(val=args.val, test=args.test, seed=args.seed)
-    names = ["train"] + [n for n, f in (("val", args.val), ("test", args.test)) if f > 0]
-    for name, part in zip(names, parts):
+    from longtail.split import write_split
+
+    parts = write_split(ds, args.out, val=args.val, test=args.test, seed=args.seed)
+    for name, part in parts.items():
         path = os.path.join(args.out, f"{name}.parquet")
-        part.save(path)
         print(f"{path}: {len(part)} samples, per class {part.class_counts.tolist()}")
     return 0
 
@@ -144,18 +149,29 @@ def _train_options(args) -> dict:
         num_workers=args.workers, data_options=data_options)
 
 
+def _given_options(args) -> dict:
+    """The train options given on the command line (those that differ from the defaults)."""
+    defaults = build_parser().parse_args(["train", "DATA", "--out", "RUN"])
+    given, default = _train_options(args), _train_options(defaults)
+    given = {k: value for k, value in given.items() if value != default[k]}
+    if args.balance != defaults.balance:
+        given["balance"] = args.balance
+    return given
+
+
 def cmd_train(args) -> int:
     from longtail.training import train
 
-    options = {} if args.resume else _train_options(args)
+    options = _given_options(args) if args.resume else _train_options(args)
     cluster = {"coordinator": args.coordinator, "num_processes": args.num_processes,
                "process_id": args.process_id}
     if not (args.distribute or args.resume) and any(v is not None for v in cluster.values()):
         raise LongtailError("--coordinator, --num-processes and --process-id need --distribute")
     if args.distribute and not args.resume:
         options["distribute"] = True
-    result = train(args.data, args.out, resume=args.resume, balance=args.balance,
-                   cluster=cluster, **options)
+    if not args.resume:
+        options["balance"] = args.balance
+    result = train(args.data, args.out, resume=args.resume, cluster=cluster, **options)
     m = result.metrics
     print(f"\n{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
           f"balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
@@ -164,30 +180,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _run_of(model_path: str) -> tuple[str, dict | None]:
-    """The .keras file for MODEL (a file or a run folder) and its run config."""
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, "model.keras")
-    if not os.path.isfile(model_path):
-        raise LongtailError(f"{model_path}: no such model file (expected a .keras file or a "
-                            "run folder holding model.keras)")
-    config_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    config = None
-    if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    return model_path, config
-
-
-def _load_model(path: str):
-    from longtail.models import load_model
-
-    try:
-        return load_model(path)
-    except LongtailError:  # already names the file
-        raise
-    except Exception as e:  # Keras raises many kinds for a bad file
-        raise LongtailError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from e
+def _model_of(path: str):
+    """The model of MODEL (a .keras file or a run folder), its path and run config."""
+    model_path, run = runs.model_and_config(path)
+    model = runs.load_model(model_path)
+    runs.check_model(model, run, model_path)
+    return model, model_path, run
 
 
 def cmd_evaluate(args) -> int:
@@ -196,8 +194,8 @@ def cmd_evaluate(args) -> int:
     from longtail.posthoc import tune_tau
     from longtail.report import write_report
 
-    model_path, run = _run_of(args.model)
-    model = _load_model(model_path)
+    v.integer("batch_size", args.batch_size, min=1)
+    model, model_path, run = _model_of(args.model)
     names = run["class_names"] if run else None
     ds = Dataset.open(args.data, label_column=args.label_column, path_column=args.path_column,
                       weight_column=args.weight_column,
@@ -229,10 +227,12 @@ def cmd_evaluate(args) -> int:
                       train_counts=counts, posthoc_tau=tau,
                       priors=None if counts is None else counts)
     metrics = report.to_dict()
-    report.save(args.out)
-    write_report(args.out, metrics, config={"model": model_path, "data": args.data,
-                                            "posthoc_tau": tau, "run": run},
-                 train_counts=counts, title=f"longtail evaluation: {os.path.basename(args.data)}")
+    with runs.locked(args.out, "evaluate"), runs.commit_set(args.out) as stage:
+        report.save(stage.dir)
+        write_report(stage.dir, metrics, config={"model": model_path, "data": args.data,
+                                                 "posthoc_tau": tau, "run": run},
+                     train_counts=counts,
+                     title=f"longtail evaluation: {os.path.basename(args.data)}")
     print(f"accuracy {metrics['accuracy']:.4f}, balanced accuracy "
           f"{metrics['balanced_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
     print(f"metrics: {os.path.join(args.out, 'metrics.json')}, report: "
@@ -256,8 +256,9 @@ def cmd_predict(args) -> int:
     from longtail._io import write_text
     from longtail.predict import collect_inputs, predict_files
 
-    model_path, run = _run_of(args.model)
-    model = _load_model(model_path)
+    v.integer("batch_size", args.batch_size, min=1)
+    v.integer("top_k", args.top_k, min=1)
+    model, model_path, run = _model_of(args.model)
     shape = model.inputs[0].shape
     options = (run or {}).get("options", {})
     k = model.outputs[0].shape[-1]
@@ -469,6 +470,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Library parameter -> command-line flag, for messages: the library names its
+# parameters ("`batch_size` must be ..."), the command line shows the flag.
+_FLAGS = {
+    "batch_size": "--batch-size", "epochs": "--epochs", "image_size": "--image-size",
+    "color_mode": "--color-mode", "label_mode": "--label-mode", "val_split": "--val-split",
+    "val": "--val", "test": "--test", "seed": "--seed", "learning_rate": "--learning-rate",
+    "early_stopping": "--early-stopping", "tau": "--tau", "gamma": "--gamma",
+    "beta": "--beta", "drw_epoch": "--drw-epoch", "num_workers": "--workers",
+    "workers": "--workers", "top_k": "--top-k", "posthoc_tau": "--posthoc-tau",
+    "strategies": "--strategies", "balance": "--balance", "quality": "--quality",
+    "rows_per_shard": "--rows-per-shard", "model": "--model", "augment": "--augment",
+}
+
+
+def _flags(message: str) -> str:
+    """A library message with its `parameter` names shown as the flags that set them."""
+    return re.sub(r"`(\w+)`", lambda m: _FLAGS.get(m.group(1), m.group(0)), message)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that temp files and stages are removed."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def _one_line(text) -> str:
     """A message on one line: newlines (in file names, say) shown as \\n."""
     return str(text).replace("\r", "\\r").replace("\n", "\\n")
@@ -488,6 +516,17 @@ def main(argv=None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args, debug)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args, debug)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args, debug: bool) -> int:
+    """Runs the command; a bad input or argument is one line and exit status 2."""
     try:
         with warnings.catch_warnings():
             if not debug:  # one line per warning, without the source line
@@ -497,7 +536,7 @@ def main(argv=None) -> int:
     except LongtailError as e:
         if debug:
             raise
-        print(f"longtail: error: {_one_line(e)}", file=sys.stderr)
+        print(f"longtail: error: {_one_line(_flags(str(e)))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`
         return 0
@@ -510,6 +549,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("longtail: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("longtail: terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -92,9 +92,13 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     from longtail.decode import DecodeOptions
     from longtail.posthoc import adjust_logits
 
+    from longtail import _validation as v
+
+    batch_size = v.integer("batch_size", batch_size, min=1)
+    top_k = v.integer("top_k", top_k, min=1)
     options = DecodeOptions(image_size=tuple(image_size), color_mode=color_mode)
     k = len(class_names)
-    top_k = max(1, min(int(top_k), k))
+    top_k = min(top_k, k)
     header = ["path", "predicted", "probability"]
     for i in range(2, top_k + 1):
         header += [f"top{i}", f"top{i}_probability"]

@@ -102,7 +102,6 @@ def test_a_dataset_is_read_through_a_sequential_loader_sized_for_the_model():
 
 
 def test_posthoc_adjustment_moves_predictions_from_head_to_tail_classes():
-    pytest.importorskip("longtail.posthoc", reason="longtail.posthoc not written yet")
     x, y = _arrays(n=200)
     model = _model()
     counts = np.array([1000, 100, 10, 1])
@@ -119,7 +118,6 @@ def test_posthoc_adjustment_moves_predictions_from_head_to_tail_classes():
 
 
 def test_posthoc_on_probabilities_adjusts_their_log():
-    pytest.importorskip("longtail.posthoc", reason="longtail.posthoc not written yet")
     x, y = _arrays()
     model = _model("softmax")
     priors = np.array([0.7, 0.2, 0.05, 0.05])

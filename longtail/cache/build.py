@@ -37,6 +37,7 @@ import pyarrow as pa
 import simplejpeg
 
 from longtail._io import atomic_path, write_json
+from longtail import runs
 from longtail.cache import layout
 from longtail.cache.combine import combine
 from longtail.cache.layout import CacheOptions
@@ -338,8 +339,6 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         >>> build_cache("photos/", "photos-64", image_size=64)  # doctest: +SKIP
         >>> Dataset.open("photos-64").loader(batch_size=64)     # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     root = os.path.abspath(os.fspath(out))
     if rows_per_shard is None and os.path.isfile(os.path.join(root, layout.PLAN)):
         rows_per_shard = layout.read_plan(root)["options"].get("rows_per_shard")  # resume
@@ -351,12 +350,19 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         raise ConfigError(f"--workers must be >= 1; got {workers}")
     decode_options = DecodeOptions(image_size=options.image_size, color_mode=options.color_mode,
                                    resize=options.resize, max_pixels=max_pixels)
-    if isinstance(data, (str, os.PathLike)) and os.path.isdir(data) \
-            and not layout.is_cache(data):
-        source = os.path.abspath(os.fspath(data))
-        if os.path.commonpath([root, source]) == source:
-            raise ConfigError(f"--out {out}: is inside DATA {data}; a cache there would "
-                              "become a class folder; choose a folder outside DATA")
+    if not layout.is_cache(data):
+        runs.check_out_outside_data(out, data)
+    # One writer per part: parts of one cache are built side by side.
+    with runs.locked(root, f"cache part {index}/{parts}", lock_name=f".longtail-part-{index}.lock",
+                     clean=False):  # the cache cleans its own part's files
+        return _build(data, root, options, index, parts, workers, decode_options,
+                      data_options, progress)
+
+
+def _build(data, root, options, index, parts, workers, decode_options, data_options, progress):
+    """:func:`build_cache` once this part's lock is held."""
+    from tqdm.auto import tqdm
+
     ds = _open_source(data, {k: v for k, v in data_options.items() if v is not None})
     plan = _start(root, data, ds, options, parts)
     rows, num_shards = options.rows_per_shard, plan["num_shards"]
@@ -417,7 +423,7 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         shown = "; ".join(f"{p}: {r}" for p, r in skipped[:5])
         warnings.warn(f"{len(skipped)} unreadable source files were skipped (listed in "
                       f"{os.path.join(root, where)}): {shown}"
-                      f"{' ...' if len(skipped) > 5 else ''}", stacklevel=2)
+                      f"{' ...' if len(skipped) > 5 else ''}", stacklevel=3)
     return BuildResult(out=root, complete=manifest is not None, shards_built=len(todo),
                        shards_reused=reused, images=images, skipped=skipped,
                        missing_shards=missing, parts=parts, manifest=manifest)

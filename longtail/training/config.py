@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from longtail import _validation as v
 from longtail.errors import ConfigError
 from longtail.options import parse_image_size
 
@@ -47,24 +48,28 @@ class TrainConfig:
 
         resolve_strategy(self.balance)
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
-        if self.label_mode not in ("int", "categorical"):
-            raise ConfigError(f"`label_mode` must be int or categorical; got {self.label_mode!r}")
-        if self.color_mode not in ("rgb", "grayscale", "rgba"):
-            raise ConfigError(
-                f"`color_mode` must be rgb, grayscale or rgba; got {self.color_mode!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"`schedule` must be cosine or constant; got {self.schedule!r}")
-        if self.val is None and not 0.0 < self.val_split < 1.0:
-            raise ConfigError(
-                f"`val_split` must be in (0, 1) when no `val` data is given; got {self.val_split}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"`learning_rate` must be > 0; got {self.learning_rate}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ConfigError(f"`early_stopping` must be >= 1 epochs; got {self.early_stopping}")
+        checked = {
+            "epochs": v.integer("epochs", self.epochs, min=1),
+            "batch_size": v.integer("batch_size", self.batch_size, min=1),
+            "seed": v.integer("seed", self.seed, min=0),
+            "learning_rate": v.number("learning_rate", self.learning_rate, min=0,
+                                      min_open=True),
+            "weight_decay": v.number("weight_decay", self.weight_decay, min=0),
+            "early_stopping": v.integer("early_stopping", self.early_stopping, min=1,
+                                        allow_none=True),
+            "tau": v.number("tau", self.tau),
+            "gamma": v.number("gamma", self.gamma, min=0),
+            "beta": v.fraction("beta", self.beta),
+            "drw_epoch": v.integer("drw_epoch", self.drw_epoch, min=0, allow_none=True),
+            "num_workers": v.integer("num_workers", self.num_workers, min=1, allow_none=True),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        v.one_of("label_mode", self.label_mode, ("int", "categorical"))
+        v.one_of("color_mode", self.color_mode, ("rgb", "grayscale", "rgba"))
+        v.one_of("schedule", self.schedule, ("cosine", "constant"))
+        if self.val is None:
+            v.fraction("val_split", self.val_split, allow_zero=False)
         from longtail.models import resolve_augment
 
         resolve_augment(self.augment)

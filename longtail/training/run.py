@@ -1,19 +1,8 @@
-"""``lt.train`` and ``longtail train``: from DATA to a trained model and a run folder.
+"""The training run: :func:`train`, from DATA to a model and a run folder.
 
-The run folder holds ``config.json`` (every resolved option), ``history.csv``,
-``model.keras``, ``metrics.json`` (validation split, DESIGN.md schema),
-``report.html`` with its PNG plots, and ``checkpoints/`` (for ``--resume``:
-``epoch-N.keras``, the model and optimizer after N finished epochs, and
-``state.json``, which names that file and holds the history and the random
-state of the model's augmentation layers, which ``.keras`` files leave out;
-with early stopping also ``best-N.npz``, the best weights so far, and the
-patience count). Every file is written atomically, so a run killed at any
-point leaves either the previous complete file or the new one, never half of
-one; ``state.json`` is replaced only after the files it names are on disk.
-A resumed run repeats the uninterrupted run exactly (same seed, same data,
-same machine and backend); ``--resume`` refuses data whose index changed, and
-does nothing for a finished run (``state.json`` says ``finished``). See
-docs/reliability.md, "Kill tests".
+A run holds the lock of its folder (:func:`longtail.runs.locked`) from start
+to end, and commits its final files (model, metrics, history, report, the
+``finished`` state) as one set (:func:`longtail.runs.commit_set`).
 """
 
 from __future__ import annotations
@@ -25,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from longtail import runs
 from longtail.errors import ConfigError, DataError
 from longtail.options import channels_of
 from longtail.training import checkpoint as ckpt
@@ -40,6 +30,9 @@ def _open_data(config: TrainConfig, data, val_data):
     if (ds.class_counts > 0).sum() < 2:
         raise DataError(f"{data}: found {(ds.class_counts > 0).sum()} class with samples; "
                         "at least 2 are needed")
+    if ds.weights is not None and not (np.asarray(ds.weights) > 0).any():
+        raise DataError(f"{data}: every row weight is 0; nothing would be learned (give some "
+                        "rows a positive weight)")
     if val_data is not None:
         val = val_data if isinstance(val_data, Dataset) else Dataset.open(
             val_data, **config.data_options, class_names=ds.class_names)
@@ -90,8 +83,10 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     Args:
         data: Any DATA form (folder, table, manifest, or a Dataset).
         out: Run folder; None trains without writing files.
-        resume: Continue the run in ``out`` from its last checkpoint (its
-            ``config.json`` options are used) to the planned epochs.
+        resume: Continue the run in ``out`` from its last checkpoint to the
+            planned epochs, with the options of its ``config.json``; options
+            passed as well must equal those (a changed option is refused:
+            start a new run to change it).
         verbose: Keras verbosity (``"auto"``, 0, 1 or 2).
         callbacks: Extra Keras callbacks, run after longtail's own (so they
             see ``val_balanced_accuracy`` and ``val_macro_f1``).
@@ -123,10 +118,32 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         ...                epochs=5)  # doctest: +SKIP
     """
     # Refusals come before Keras is imported, in a fraction of a second.
+    if out is None or _distributed(out, resume, options):  # process 0 writes, unlocked
+        return _train(data, out, resume, options, verbose, callbacks, cluster)
+    runs.check_out_outside_data(out, data)
+    if resume and not os.path.isdir(out):
+        ckpt.resume_point(out)  # refuses before the lock would create the folder
+    with runs.locked(out, "train"):
+        return _train(data, out, resume, options, verbose, callbacks, cluster)
+
+
+def _distributed(out: str, resume: bool, options: dict) -> bool:
+    if not resume:
+        return bool(options.get("distribute"))
+    try:
+        return bool(runs.read_config(out)["options"].get("distribute"))
+    except (OSError, DataError):  # no run yet, or a damaged one: _starting_point says so
+        return False
+
+
+def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
+    """:func:`train` once the folder is locked."""
     config, saved_config, state = _starting_point(out, resume, options)
     if state is not None and state.get("finished"):
         return _finished_run(out, saved_config, state)
 
+    # The data is indexed (and bad data refused) before Keras is imported.
+    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
     import keras
 
     from longtail.strategies import resolve_strategy
@@ -134,7 +151,6 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     placement = _placement(config, cluster)
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
-    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
     train_loader, val_loader = _loaders(config, train_ds, val_ds, strategy, placement)
     if resume:
         ckpt.check_same_data(out, saved_config, train_ds, val_ds)
@@ -177,9 +193,9 @@ def _starting_point(out, resume: bool, options: dict):
     """The run's config, and with ``resume`` its saved config.json and state.json."""
     if resume:
         saved_config, state = ckpt.resume_point(out)
-        if state is not None and state.get("finished"):
-            return None, saved_config, state
-        return TrainConfig.from_json(saved_config["options"]), saved_config, state
+        config = _check_same_options(out, TrainConfig.from_json(saved_config["options"]),
+                                     options)
+        return config, saved_config, state
     val_data = options.get("val")
     if val_data is not None and not isinstance(val_data, (str, os.PathLike)):
         options = dict(options, val=repr(val_data))  # config.json keeps a description
@@ -188,6 +204,30 @@ def _starting_point(out, resume: bool, options: dict):
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
                           "it, or choose another folder")
     return config, None, None
+
+
+def _check_same_options(out: str, config: TrainConfig, options: dict) -> TrainConfig:
+    """Refuses options given with ``resume`` that differ from the run's own.
+
+    ``num_workers`` is the exception: it does not change the results, so the
+    value given applies.
+    """
+    if "num_workers" in options:
+        config = dataclasses.replace(config, num_workers=options["num_workers"])
+    if not options:
+        return config
+    saved = config.to_json()
+    try:
+        given = TrainConfig(**{**saved, **options}).to_json()
+    except TypeError as e:
+        raise ConfigError(f"--resume: {e}") from None
+    changed = [k for k in given if given[k] != saved[k]]
+    if changed:
+        shown = ", ".join(f"`{k}` {saved[k]!r} (given {given[k]!r})" for k in changed)
+        raise ConfigError(f"--resume: the run in {out} continues with its own options; "
+                          f"{shown} differ: drop them, or start a new run in another folder "
+                          "to change them")
+    return config
 
 
 def _placement(config: TrainConfig, cluster):
@@ -212,7 +252,7 @@ def _data(config: TrainConfig, data, out, resume: bool, val_data):
     if fixed is not None and tuple(config.image_size) != fixed:
         # A cache holds one image size: train at it rather than fail on the shape.
         warnings.warn(f"{data}: the cache holds {fixed} images; training "
-                      f"at that size instead of image_size {config.image_size}", stacklevel=3)
+                      f"at that size instead of image_size {config.image_size}", stacklevel=4)
         config = dataclasses.replace(config, image_size=fixed)
     return config, train_ds, val_ds
 
@@ -232,7 +272,7 @@ def _loaders(config: TrainConfig, train_ds, val_ds, strategy, placement):
             "--batch-size")
     if len(train_ds) < batch_size:
         warnings.warn(f"the training data has {len(train_ds)} samples, fewer than "
-                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=3)
+                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=4)
         batch_size = len(train_ds)
     train_loader = train_ds.loader(
         batch_size=batch_size, sampling=strategy.sampling,
@@ -252,15 +292,12 @@ def _model(config: TrainConfig, out, state, train_ds, strategy, steps_per_epoch:
     """
     if state is None:
         return _build(config, train_ds, strategy, steps_per_epoch), 0, [], None
-    from longtail.models import load_model
-
-    checkpoint = os.path.join(out, "checkpoints", state.get("model", ckpt._LAST))
+    checkpoint = os.path.join(out, "checkpoints", state["model"])
     if not os.path.exists(checkpoint):
         raise DataError(f"--resume: {checkpoint}: the checkpoint named by state.json is "
                         "missing; start a new run in another folder")
-    model = load_model(checkpoint)
-    if "rng" in state:  # absent from runs written before it was kept
-        ckpt.set_rng_states(model, state["rng"], checkpoint)
+    model = runs.load_model(checkpoint)
+    ckpt.set_rng_states(model, state["rng"], checkpoint)
     best_weights = None
     if state.get("early_stopping"):
         best_weights = ckpt.load_weights(os.path.join(out, "checkpoints",
@@ -300,10 +337,11 @@ def _start_folder(out: str, val_ds, run_config: dict) -> None:
 
 def _callbacks(config: TrainConfig, out, strategy, train_ds, val_loader, placement, early,
                history_rows: list[dict]) -> list:
-    """longtail's callbacks in order: metrics, strategy, early stopping, checkpoint."""
+    """longtail's callbacks in order: divergence, metrics, strategy, early stopping, checkpoint."""
     from longtail.callbacks import PerClassMetrics
 
-    callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
+    callbacks = [ckpt.stop_on_divergence(config.learning_rate),
+                 PerClassMetrics(val_loader, class_names=train_ds.class_names)]
     if placement is not None:  # validation on this process's undistributed copy
         callbacks = [placement.validation(callbacks, val_loader)]
     if strategy.callbacks is not None:
@@ -351,7 +389,7 @@ def _warn_unreadable(train_loader, val_loader) -> None:
         shown = "; ".join(str(e) for e in list(unreadable.values())[:5])
         warnings.warn(f"{len(unreadable)} unreadable files were skipped (training drew "
                       "another sample of the same class; validation metrics leave them "
-                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=3)
+                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=4)
 
 
 def _history_dict(history_rows: list[dict]) -> dict:
@@ -364,24 +402,26 @@ def _history_dict(history_rows: list[dict]) -> dict:
 
 
 def _finish_run(out: str, model, report, run_config: dict, history_rows: list[dict]) -> None:
-    """Writes model, metrics, history and report, then marks the run finished."""
+    """Commits model, metrics, history, report and the ``finished`` state as one set."""
     from longtail._io import atomic_path, remove_stale_temps, write_json, write_text
     from longtail.report import write_report
 
-    with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
-        model.save(tmp)
-    report.save(out)
-    history_csv = os.path.join(out, "history.csv")
-    if history_rows:  # a kill may have come between state.json and history.csv
-        write_text(history_csv, ckpt.csv_text(history_rows))
-    write_report(out, report.to_dict(),
-                 history_csv=history_csv if os.path.exists(history_csv) else None,
-                 config=run_config, train_counts=run_config["train_counts"],
-                 title=f"longtail run: {run_config['strategy']}")
-    folder = os.path.join(out, "checkpoints")
-    write_json(os.path.join(folder, ckpt.STATE),
-               {"finished": True, "epochs_done": len(history_rows), "history": history_rows})
-    ckpt.remove_stale_checkpoints(folder)
+    with runs.commit_set(out) as staged:
+        stage = staged.dir
+        with atomic_path(os.path.join(stage, "model.keras"), suffix=".keras") as tmp:
+            model.save(tmp)
+        report.save(stage)
+        history_csv = os.path.join(stage, "history.csv")
+        if history_rows:
+            write_text(history_csv, ckpt.csv_text(history_rows))
+        write_report(stage, report.to_dict(),
+                     history_csv=history_csv if history_rows else None,
+                     config=run_config, train_counts=run_config["train_counts"],
+                     title=f"longtail run: {run_config['strategy']}")
+        write_json(os.path.join(stage, runs.STATE),
+                   {"finished": True, "epochs_done": len(history_rows),
+                    "history": history_rows})
+    ckpt.remove_stale_checkpoints(os.path.join(out, "checkpoints"))
     remove_stale_temps(out)
 
 
@@ -390,7 +430,7 @@ def _finished_run(out: str, run_config: dict, state: dict) -> TrainResult:
     from longtail.models import load_model
 
     warnings.warn(f"{out}: the run is already finished ({state['epochs_done']} epochs); "
-                  "nothing to resume", stacklevel=3)
-    metrics = ckpt.read_json(os.path.join(out, "metrics.json"), "metrics file")
+                  "nothing to resume", stacklevel=4)
+    metrics = runs.read_json(os.path.join(out, "metrics.json"), "metrics file")
     return TrainResult(load_model(os.path.join(out, "model.keras")),
                        _history_dict(state["history"]), metrics, out, run_config)
