@@ -25,9 +25,8 @@ import warnings
 
 import grain
 import numpy as np
-from keras.src.trainers.data_adapters import data_adapter_utils
-from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 
+from longtail._keras import DataAdapter, get_torch_dataloader
 from longtail.errors import ConfigError, DecodeError
 from longtail.options import MAX_PIXELS, ImageOptions
 from longtail.sampling import resolve_sampling
@@ -393,7 +392,7 @@ class Loader(DataAdapter):
         return self._batches(rolling=True)
 
     def get_torch_dataloader(self):
-        return data_adapter_utils.get_torch_dataloader(self._batches(rolling=True))
+        return get_torch_dataloader(self._batches(rolling=True))
 
     def get_tf_dataset(self):
         import tensorflow as tf
