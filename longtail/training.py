@@ -81,9 +81,7 @@ class TrainConfig:
                 raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
         if self.label_mode not in ("int", "categorical"):
             raise ConfigError(f"`label_mode` must be int or categorical; got {self.label_mode!r}")
-        if self.color_mode not in ("rgb", "grayscale", "rgba"):
-            raise ConfigError(
-                f"`color_mode` must be rgb, grayscale or rgba; got {self.color_mode!r}")
+        channels_of(self.color_mode)  # checks it: one of rgb, grayscale, rgba
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"`schedule` must be cosine or constant; got {self.schedule!r}")
         if self.val is None and not 0.0 < self.val_split < 1.0:
