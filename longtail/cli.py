@@ -19,7 +19,7 @@ import warnings
 from longtail import _validation as v
 from longtail import runs
 from longtail.errors import DataError, LongtailError
-from longtail.options import color_mode_of
+from longtail.options import COLOR_MODES, RESIZE_MODES, color_mode_of
 
 __all__ = ["main", "build_parser"]
 
@@ -350,7 +350,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--image-size", default="64", help="N or HxW (height x width); default 64")
-    p.add_argument("--color-mode", default="rgb", choices=("rgb", "grayscale", "rgba"))
+    p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
     p.add_argument("--model", default=None,
                    help="small-cnn (default for images), resnet, mlp (default for tables), "
                         "or a .keras file")
@@ -453,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw: uint8 arrays, memory-mapped; jpeg: re-encoded at the size, "
                         "~10x smaller (default raw)")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
-    p.add_argument("--color-mode", default="rgb", choices=("rgb", "grayscale", "rgba"))
-    p.add_argument("--resize", default="stretch", choices=("stretch", "crop", "pad"))
+    p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
+    p.add_argument("--resize", default="stretch", choices=RESIZE_MODES)
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="build part I of N (machines sharing CACHE each build one part)")
     p.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")

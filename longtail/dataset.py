@@ -255,8 +255,9 @@ class Dataset:
                 ``follow_symlinks``, ``progress``) or :meth:`from_table`
                 (``label_column``, ``path_column``, ``weight_column``,
                 ``feature_columns``, ``allow_outside_root``); ``class_names``
-                applies to every form. None, or a method's default, counts
-                as not given.
+                applies to every form (a Dataset object is returned as is;
+                the caller compares its classes). None, or the default the
+                CLI passes, counts as not given.
 
         Raises:
             ConfigError: An option that does not apply to the form found
@@ -269,11 +270,9 @@ class Dataset:
         if unknown:
             raise TypeError(f"Dataset.open() got unexpected options {unknown}; accepted: "
                             f"{', '.join(sorted(_OPEN_OPTIONS))}")
-        if isinstance(data, Dataset):
-            given = _given(options)
-            if given:
-                raise ConfigError(f"options {', '.join(f'`{k}`' for k in given)} do not "
-                                  "apply to a Dataset object, which is opened already")
+        if isinstance(data, Dataset):  # opened already: only its classes may be named
+            _applicable(options, {"class_names"}, "data is a Dataset object, opened already",
+                        ignore=("allow_outside_root", "progress"))
             return data
         path = os.fspath(data)
         if is_cache(path):

@@ -19,15 +19,13 @@ a new epoch each time Keras starts one.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import warnings
 
 import grain
 import numpy as np
-from keras.src.trainers.data_adapters import data_adapter_utils
-from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 
+from longtail._keras import DataAdapter, get_torch_dataloader, refuse_fit_weights
 from longtail.errors import ConfigError, DecodeError
 from longtail.options import MAX_PIXELS, ImageOptions
 from longtail.sampling import resolve_sampling
@@ -374,7 +372,7 @@ class Loader(DataAdapter):
 
     # ------------------------------------------------- Keras data adapter
     def on_epoch_begin(self):
-        _refuse_fit_weights(self)
+        refuse_fit_weights(self)
         with self._lock:
             self._epoch_start, self._drawn = self._cursor, 0
 
@@ -393,7 +391,7 @@ class Loader(DataAdapter):
         return self._batches(rolling=True)
 
     def get_torch_dataloader(self):
-        return data_adapter_utils.get_torch_dataloader(self._batches(rolling=True))
+        return get_torch_dataloader(self._batches(rolling=True))
 
     def get_tf_dataset(self):
         import tensorflow as tf
@@ -431,20 +429,3 @@ class Loader(DataAdapter):
     @property
     def partial_batch_size(self):
         return self._local_length % self._batch_size if self.has_partial_batch else None
-
-
-def _refuse_fit_weights(loader):
-    """Raises if ``fit``/``evaluate`` was given weights Keras would ignore."""
-    frame = sys._getframe(1)
-    for _ in range(12):
-        if frame is None:
-            return
-        local = frame.f_locals
-        if frame.f_code.co_name in ("fit", "evaluate") and local.get("x") is loader:
-            for name in ("class_weight", "sample_weight", "y"):
-                if local.get(name) is not None:
-                    raise ConfigError(
-                        f"{frame.f_code.co_name}() was given `{name}`, which Keras ignores "
-                        f"for a longtail Loader; pass class_weight= to the loader instead")
-            return
-        frame = frame.f_back

@@ -7,10 +7,6 @@ and manifests). Sources: ``files``, ``features``, ``cache``.
 
 from __future__ import annotations
 
-import os
-
-import pyarrow as pa
-
 from longtail.cache.layout import is_cache
 from longtail.sources.base import Indexed, Source, Substitute
 from longtail.sources.cache import CacheSource, is_cache_manifest, open_cache, read_split
@@ -42,7 +38,3 @@ def open_folder(path, *, class_names=None, allow_outside_root=False) -> Indexed:
     return open_cache(path, allow_outside_root=allow_outside_root).index(
         class_names=class_names)
 
-
-def file_source(paths, root=None) -> FileSource:
-    """A FileSource from a sequence of path strings."""
-    return FileSource(pa.array([os.fspath(p) for p in paths], pa.string()), root)

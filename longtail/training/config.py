@@ -8,7 +8,7 @@ import numpy as np
 
 from longtail import _validation as v
 from longtail.errors import ConfigError
-from longtail.options import parse_image_size
+from longtail.options import channels_of, parse_image_size
 
 __all__ = ["TrainConfig", "TrainResult", "parse_image_size"]
 
@@ -66,7 +66,7 @@ class TrainConfig:
         for name, value in checked.items():
             object.__setattr__(self, name, value)
         v.one_of("label_mode", self.label_mode, ("int", "categorical"))
-        v.one_of("color_mode", self.color_mode, ("rgb", "grayscale", "rgba"))
+        channels_of(self.color_mode)  # checks it: one of rgb, grayscale, rgba
         v.one_of("schedule", self.schedule, ("cosine", "constant"))
         if self.val is None:
             v.fraction("val_split", self.val_split, allow_zero=False)
