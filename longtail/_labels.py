@@ -71,7 +71,24 @@ def encode_labels(
     if array.dtype.kind not in "USO":
         raise DataError(f"{where} must be class names or integer class indices; "
                         f"got dtype {array.dtype}")
+    if array.dtype.kind in "US" and array.dtype.itemsize:
+        return _encode_fixed_width(array, names, where)
     return _encode_arrow(_as_arrow_strings(array), names, where)
+
+
+def _encode_fixed_width(array: np.ndarray, names: list[str] | None, where: str):
+    """NumPy ``str``/``bytes`` labels, hashed in place as fixed-width binary.
+
+    The array's buffer is handed to Arrow as it is (no copy, no UTF-8
+    conversion); only the few distinct values are decoded back to ``str``.
+    """
+    array = np.ascontiguousarray(array)
+    width = array.dtype.itemsize
+    binary = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(array), [None, pa.py_buffer(array)])
+    encoded = pc.dictionary_encode(binary)
+    distinct = np.frombuffer(b"".join(encoded.dictionary.to_pylist()), dtype=array.dtype)
+    return _lookup(encoded.indices.to_numpy(), distinct.astype(str).tolist(), names, where)
 
 
 def _as_arrow_strings(array: np.ndarray) -> pa.Array:
@@ -133,10 +150,14 @@ def _encode_arrow(column, names: list[str] | None, where: str):
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise DataError(f"{where}: labels must be class names or integer class indices; "
                         f"got {kind}")
-    values = dictionary.to_pylist()
+    return _lookup(codes, dictionary.to_pylist(), names, where)
+
+
+def _lookup(codes: np.ndarray, values: list[str], names: list[str] | None, where: str):
+    """Class indices from dictionary codes into ``values`` (the distinct labels)."""
     if names is None:  # the labels present, not every entry of a stored dictionary
         present = np.bincount(codes, minlength=len(values)) > 0
-        names = sorted(v for v, used in zip(values, present) if used)
+        names = sorted({v for v, used in zip(values, present) if used})
     position = {name: i for i, name in enumerate(names)}
     lookup = np.array([position.get(v, -1) for v in values], dtype=np.int32)
     labels = lookup[codes] if codes.size else np.zeros(0, np.int32)
