@@ -96,10 +96,10 @@ def _case(name: str, rows: int, folder: str) -> None:
         if name == "Dataset.load":
             ds.save(manifest)
             del ds
+    from _measure import peak_above, reset_peak  # run as a script: benchmarks/ on sys.path
+
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to now
-        f.write("5")
-    base = _status("VmRSS")
+    base = reset_peak()
     start = time.process_time()
     if name == "from_arrays int labels":
         out = lt.Dataset.from_arrays(paths, ints, root="/data")
@@ -110,17 +110,9 @@ def _case(name: str, rows: int, folder: str) -> None:
     else:
         out = lt.Dataset.load(manifest)
     cpu = time.process_time() - start
-    peak = _status("VmHWM")
+    peak = peak_above(base)
     assert len(out) == rows
-    print(f"{cpu:.3f} {(peak - base) / 2**20:.1f}")
-
-
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
+    print(f"{cpu:.3f} {peak:.1f}")
 
 
 def arrays_main(rows: int, baseline: str | None) -> None:
