@@ -30,6 +30,40 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 WEIGHT_STRATEGIES = ("balanced", "inverse", "sqrt", "effective")  # the columns of describe()
 
 
+def _path_array(items) -> pa.Array:
+    """File paths as one Arrow string array.
+
+    An Arrow string array is kept as it is; a NumPy array of ``str`` or a
+    list of ``str`` is converted in one call, with no Python loop; anything
+    else (``pathlib`` paths) goes through ``os.fspath`` one by one.
+    """
+    if isinstance(items, pa.ChunkedArray):
+        items = items.combine_chunks()
+    paths = None
+    if isinstance(items, pa.Array):
+        if pa.types.is_string(items.type) or pa.types.is_large_string(items.type):
+            paths = items.cast(pa.string())
+    elif isinstance(items, (list, tuple, np.ndarray)):
+        try:
+            paths = pa.array(items, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # pathlib paths among them
+            pass
+    if paths is None:
+        paths = pa.array([os.fspath(p) for p in items], pa.string())
+    if paths.null_count:
+        row = int(np.argmax(paths.is_null().to_numpy(zero_copy_only=False))) + 1
+        raise DataError(f"`items`: row {row}: missing path")
+    return paths
+
+
+def _all_absolute(paths: pa.Array) -> bool:
+    if os.name == "nt":
+        return all(os.path.isabs(p) for p in paths.to_pylist())
+    import pyarrow.compute as pc
+
+    return len(paths) == 0 or pc.all(pc.starts_with(paths, "/")).as_py()
+
+
 def _readonly(array: np.ndarray | None) -> np.ndarray | None:
     if array is not None:
         array.flags.writeable = False
@@ -210,24 +244,9 @@ class Dataset:
             >>> ds.class_names
             ['cat', 'dog']
         """
-        labels = np.asarray(labels)
-        if labels.ndim != 1:
-            raise DataError(f"`labels` must be one-dimensional; got shape {labels.shape}")
-        if labels.dtype.kind in "US" or labels.dtype == object:
-            strings = labels.astype(str)
-            names = sorted(set(strings.tolist())) if class_names is None else list(class_names)
-            lookup = {name: i for i, name in enumerate(names)}
-            unknown = sorted(set(strings.tolist()) - set(lookup))
-            if unknown:
-                raise DataError(f"labels {unknown[:5]} are not in `class_names` {names}")
-            labels = np.fromiter((lookup[s] for s in strings), np.int32, len(strings))
-        elif labels.dtype.kind in "iu":
-            if labels.size and labels.min() < 0:
-                raise DataError(f"`labels` must be >= 0; got {labels.min()}")
-            k = int(labels.max()) + 1 if labels.size else 0
-            names = [str(i) for i in range(k)] if class_names is None else list(class_names)
-        else:
-            raise DataError(f"`labels` must be integers or strings; got dtype {labels.dtype}")
+        from longtail._labels import encode_labels
+
+        labels, names = encode_labels(labels, class_names)
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float64)
             if not np.all(np.isfinite(weights) & (weights >= 0)):
@@ -235,13 +254,12 @@ class Dataset:
         if isinstance(items, np.ndarray) and items.ndim == 2 and items.dtype.kind in "fiub":
             return cls(class_names=names, labels=labels, features=items, weights=weights,
                        feature_names=[f"f{i}" for i in range(items.shape[1])])
-        paths = [os.fspath(p) for p in items]
+        paths = _path_array(items)
         if root is not None:
             root = os.path.abspath(root)
-        elif any(not os.path.isabs(p) for p in paths):
+        elif not _all_absolute(paths):
             root = os.getcwd()
-        return cls(class_names=names, labels=labels, paths=pa.array(paths, pa.string()),
-                   root=root, weights=weights)
+        return cls(class_names=names, labels=labels, paths=paths, root=root, weights=weights)
 
     @classmethod
     def open(cls, data, **options) -> "Dataset":
@@ -356,10 +374,27 @@ class Dataset:
         """Absolute paths of every sample as a NumPy array of str."""
         if self.relative_paths is None:
             raise DataError(f"this dataset holds {self.source.describe()}, not paths")
-        rel = self.relative_paths.to_numpy(zero_copy_only=False)
+        return self.absolute_paths.to_numpy(zero_copy_only=False).astype(str)
+
+    @property
+    def absolute_paths(self) -> pa.Array:
+        """Absolute paths of every sample as an Arrow string array (no Python strings).
+
+        What :attr:`paths` gives as NumPy, built in Arrow: ``os.path.join(root,
+        path)`` for each stored path, vectorised.
+        """
+        rel = self.relative_paths
+        if rel is None:
+            raise DataError(f"this dataset holds {self.source.describe()}, not paths")
         if self.root is None:
-            return rel.astype(str)
-        return np.array([os.path.join(self.root, p) for p in rel], dtype=str)
+            return rel
+        if os.name == "nt":  # os.path.join's drive and separator rules
+            return pa.array([os.path.join(self.root, p) for p in rel.to_pylist()],
+                            pa.string())
+        import pyarrow.compute as pc
+
+        joined = pc.binary_join_element_wise(os.path.join(self.root, ""), rel, "")
+        return pc.if_else(pc.starts_with(rel, "/"), rel, joined)
 
     def __repr__(self) -> str:
         return (f"Dataset({len(self)} {self.kind}, {self.num_classes} classes, "

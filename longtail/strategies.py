@@ -48,16 +48,11 @@ class Strategy:
 
     def trained_distribution(self, counts: np.ndarray, params: dict) -> np.ndarray:
         """The class distribution the training objective is balanced towards."""
-        from longtail.sampling import class_shares
+        from longtail.sampling import resolve_sampling
         from longtail.weights import class_weights
 
         counts = np.asarray(counts, dtype=np.float64)
-        if self.sampling in ("balanced", "undersample"):
-            share = (counts > 0).astype(np.float64)
-        elif self.sampling == "sqrt":
-            share = class_shares(counts, 0.5)
-        else:
-            share = counts.copy()
+        share = resolve_sampling(self.sampling).class_shares(counts)
         if self.class_weight is not None:
             weights = class_weights(_Counts(counts), self.class_weight,
                                     beta=params.get("beta", 0.999))

@@ -19,7 +19,9 @@ NAMES = ["ant", "bee", "cat", "dog"]
 
 
 def _model(activation=None, units=K, seed=0):
-    keras.utils.set_random_seed(seed)
+    from longtail._seed import seed_everything
+
+    seed_everything(seed)
     return keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"),
                              keras.layers.Dense(units, activation=activation)])
 

@@ -186,39 +186,9 @@ def _refuse_outside_root(path: str, paths: pa.Array, root: str | None,
 
 
 def _labels(path: str, column: pa.ChunkedArray, class_names):
-    if column.null_count:
-        row = _first_bad_row(column.is_null().to_numpy(zero_copy_only=False))
-        raise DataError(f"{path}: row {row}: missing label")
-    kind = column.type
-    if pa.types.is_dictionary(kind):
-        column = pc.cast(column, kind.value_type)
-        kind = kind.value_type
-    if pa.types.is_integer(kind):
-        values = column.to_numpy().astype(np.int64)
-        if class_names is None:
-            if values.min() < 0:
-                raise DataError(f"{path}: row {_first_bad_row(values < 0)}: negative label")
-            class_names = [str(i) for i in range(int(values.max()) + 1)]
-        if values.min() < 0 or values.max() >= len(class_names):
-            bad = (values < 0) | (values >= len(class_names))
-            raise DataError(
-                f"{path}: row {_first_bad_row(bad)}: label {values[bad][0]} is outside "
-                f"the classes 0..{len(class_names) - 1}"
-            )
-        return values.astype(np.int32), list(class_names)
-    if pa.types.is_floating(kind):
-        raise DataError(f"{path}: labels must be class names or integer indices; got floats")
-    strings = pc.cast(column, pa.string()).combine_chunks()
-    if class_names is None:
-        class_names = sorted(pc.unique(strings).to_pylist())
-    index = pc.index_in(strings, value_set=pa.array(class_names, pa.string()))
-    if index.null_count:
-        mask = index.is_null().to_numpy(zero_copy_only=False)
-        raise DataError(
-            f"{path}: row {_first_bad_row(mask)}: label {strings[int(np.flatnonzero(mask)[0])]}"
-            f" is not one of the classes {', '.join(class_names)}"
-        )
-    return index.to_numpy().astype(np.int32), list(class_names)
+    from longtail._labels import encode_labels
+
+    return encode_labels(column, class_names, where=path)
 
 
 def _weights(path: str, column: pa.ChunkedArray, name: str) -> np.ndarray:

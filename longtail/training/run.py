@@ -146,10 +146,11 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
     import keras
 
+    from longtail._seed import seed_everything
     from longtail.strategies import resolve_strategy
 
     placement = _placement(config, cluster)
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)  # no TensorFlow import on the JAX or torch backend
     strategy = resolve_strategy(config.balance)
     train_loader, val_loader = _loaders(config, train_ds, val_ds, strategy, placement)
     if resume:
