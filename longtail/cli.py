@@ -240,9 +240,15 @@ def cmd_evaluate(args) -> int:
     if tau is not None and counts is None:
         raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
                             "training priors beside it")
+    from longtail.intervals import BootstrapOptions
+
+    evidence = _evidence_options(args, compare=False)
     report = evaluate(model, ds.loader(**loader_kw), class_names=names or ds.class_names,
                       train_counts=counts, posthoc_tau=tau,
-                      priors=None if counts is None else counts)
+                      priors=None if counts is None else counts,
+                      shot_thresholds=evidence["shot_thresholds"],
+                      bootstrap=BootstrapOptions(resamples=evidence["resamples"],
+                                                 confidence=evidence["confidence"]))
     metrics = report.to_dict()
     report.save(args.out)
     write_report(args.out, metrics, config={"model": model_path, "data": args.data,
@@ -260,11 +266,58 @@ def cmd_compare(args) -> int:
 
     options = _train_options(args)
     summaries = compare(args.data, args.strategies.split(","), args.out, test=args.test,
-                        **options)
+                        **_evidence_options(args), **options)
+    with open(os.path.join(args.out, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
     print()
-    print(summary_markdown(summaries, "test data" if args.test else "validation split"))
+    print(summary_markdown(summaries, "test data" if args.test else "validation split",
+                           summary["verdict"]))
     print(f"report: {os.path.join(args.out, 'compare.html')}")
-    return 0
+    failed = [r for r in summary["requirements"] if not r["passed"]]
+    for r in summary["requirements"]:
+        print(f"require {r['expression']}: {'passed' if r['passed'] else 'FAILED'} "
+              f"(difference {r['estimate']:+.4f}, interval [{r['low']:+.4f}, "
+              f"{r['high']:+.4f}])", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ------------------------------------------------- evidence options (issue 17)
+def _int_list(name, count=None):
+    def parse(text):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or (count is not None and len(values) != count):
+            what = f"{count} comma-separated integers" if count else "comma-separated integers"
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+        return values
+    parse.__name__ = name
+    return parse
+
+
+def _add_evidence_options(p: argparse.ArgumentParser, compare: bool) -> None:
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    p.add_argument("--shot-thresholds", type=_int_list("shot-thresholds", 2),
+                   default=[100, 20], metavar="MANY,FEW",
+                   help="many-shot: more than MANY training samples; few-shot: fewer than FEW")
+    if compare:
+        p.add_argument("--seeds", type=_int_list("seeds"), default=None, metavar="S,S,...",
+                       help="train every strategy once per seed (default: --seed)")
+        p.add_argument("--baseline", default=None, metavar="STRATEGY",
+                       help="the strategy others are measured against (default: none)")
+        p.add_argument("--require", action="append", default=[], metavar="A>B",
+                       help="exit 1 unless the interval of A - B (balanced accuracy) "
+                            "lies above 0; repeatable")
+
+
+def _evidence_options(args, compare: bool = True) -> dict:
+    options = dict(resamples=args.resamples, confidence=args.confidence,
+                   shot_thresholds=tuple(args.shot_thresholds))
+    if compare:
+        options.update(seeds=args.seeds, baseline=args.baseline, require=args.require)
+    return options
 
 
 def cmd_predict(args) -> int:
@@ -432,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-tau", action="store_true",
                    help="pick the post-hoc tau with the best validation balanced accuracy")
     p.add_argument("--batch-size", type=int, default=64)
+    _add_evidence_options(p, compare=False)
 
     p = sub.add_parser("predict", help="predict classes of files, folders or a manifest")
     p.add_argument("model", metavar="MODEL", help="a .keras file or a run folder")
@@ -451,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated strategies, e.g. none,class-weight,logit-adjust")
     p.add_argument("--test", default=None, metavar="DATA",
                    help="held-out DATA to measure on (default: the validation split)")
+    _add_evidence_options(p, compare=True)
 
     p = sub.add_parser("cache", help="decode DATA once into a fixed-size cache (itself a DATA)",
                        description="longtail cache DATA --out CACHE --image-size S, or "

@@ -434,8 +434,40 @@ def _duration(seconds) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
+def _span(d: dict | None, sign: str = "") -> str:
+    if not d or d.get("estimate") is None:
+        return _fmt(None)
+    return (f"{d['estimate']:{sign}.4f} <span class=\"note\">[{d['low']:{sign}.4f}, "
+            f"{d['high']:{sign}.4f}]</span>")
+
+
+def _evidence_table(summaries: Sequence[dict]) -> str:
+    """Intervals, seed spread and paired differences from the baseline."""
+    conf = summaries[0].get("confidence", 0.95)
+    metrics = ("balanced_accuracy", "macro_f1", "many_shot_accuracy", "medium_shot_accuracy",
+               "few_shot_accuracy")
+    header = ["strategy", "seeds: mean \u00b1 sd"] + [
+        m.replace("_", " ") for m in metrics] + ["balanced accuracy \u2212 baseline",
+                                                 "few-shot \u2212 baseline"]
+    rows = []
+    for s in summaries:
+        spread = "one seed" if "seed_mean" not in s else (
+            f"{s['seed_mean']['balanced_accuracy']:.4f} \u00b1 "
+            f"{s['seed_std']['balanced_accuracy']:.4f} ({len(s['seeds'])})")
+        diff = s.get("difference")
+        rows.append([_fmt(s["strategy"]), spread]
+                    + [_span(s["intervals"].get(m)) for m in metrics]
+                    + (["baseline", "baseline"] if diff is None else
+                       [_span(diff.get("balanced_accuracy"), "+"),
+                        _span(diff.get("few_shot_accuracy"), "+")]))
+    return (f'<p class="note">Estimate on the whole test set, then its {conf:.0%} '
+            "paired class-stratified bootstrap interval in brackets; a difference whose "
+            "interval holds 0 is within the noise of this test set. With several seeds "
+            "a value is the mean over the seeds.</p>" + _table(header, rows))
+
+
 def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=None,
-                         title: str = "longtail comparison") -> Path:
+                         title: str = "longtail comparison", verdict: str | None = None) -> Path:
     """Writes ``compare.html`` and ``compare_recall.png`` into ``out_dir``.
 
     Args:
@@ -446,6 +478,10 @@ def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=Non
         train_counts: Training samples per class, to order the classes;
             default the first run's ``train_count`` values, else its support.
         title: Page title.
+        verdict: A line shown above the summary (see
+            :func:`longtail.intervals.verdict`). Summaries that carry
+            ``intervals`` (as :func:`longtail.compare` writes them) also get a
+            table of intervals and differences from the baseline.
 
     Returns:
         The path of ``compare.html``.
@@ -472,11 +508,14 @@ def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=Non
     header = ["strategy", "accuracy", "balanced accuracy", "macro F1", "few-shot accuracy",
               "training time"]
     sections = [
-        ("Summary", _table(header, rows) + '<p class="note">Best value per column in '
+        ("Summary", (f'<p><strong>{html.escape(verdict)}</strong></p>' if verdict else "")
+         + _table(header, rows) + '<p class="note">Best value per column in '
          "bold. \u2014: no class in the few-shot group, or training counts unknown.</p>"),
         ("Per-class recall", f'<p class="note">Classes ordered by {what} '
          f"(shown in brackets), largest first.</p>" + _img(plot, "Per-class recall by strategy")),
     ]
+    if all("intervals" in s for s in summaries):
+        sections.insert(1, ("Is the difference real?", _evidence_table(summaries)))
     path = out / "compare.html"
     _io.write_text(path, _page(title, sections))
     return path

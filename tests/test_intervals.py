@@ -161,3 +161,25 @@ def test_verdict_names_the_winner_or_noise():
     r = bootstrap_intervals(y, {"none": a, "same": a}, K, baseline="none",
                             options=BootstrapOptions(resamples=300))
     assert "no strategy beats none beyond noise" in verdict(r)
+
+
+def test_evaluate_adds_intervals_to_metrics():
+    from longtail.evaluation import evaluate
+
+    y, pred = _data(12, n=240)
+    scores = np.eye(K)[pred] + 0.01
+    batches = [(scores[i:i + 64], y[i:i + 64]) for i in range(0, y.size, 64)]
+    options = BootstrapOptions(resamples=300, seed=2)
+    m = evaluate(lambda x, training=False: x, batches, train_counts=COUNTS,
+                 bootstrap=options).to_dict()
+    ref = bootstrap_intervals(y, {"m": pred}, K, train_counts=COUNTS, options=options)
+    assert m["intervals"]["resamples"] == 300 and m["intervals"]["confidence"] == 0.95
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "few_shot_accuracy"):
+        assert m["intervals"][key]["low"] == ref["metrics"]["m"][key]["low"]
+        assert m["intervals"][key]["high"] == ref["metrics"]["m"][key]["high"]
+        assert m["intervals"][key]["low"] <= m[key] <= m["intervals"][key]["high"]
+    for i, row in enumerate(m["per_class"]):
+        assert row["recall_interval"] == [ref["metrics"]["m"]["recall"]["low"][i],
+                                          ref["metrics"]["m"]["recall"]["high"][i]]
+    off = evaluate(lambda x, training=False: x, batches, bootstrap=False).to_dict()
+    assert "intervals" not in off
