@@ -23,7 +23,7 @@ from scipy.special import log_softmax
 from longtail.errors import DataError
 
 __all__ = ["classwise_ece", "reliability", "fit_temperature", "nll",
-           "calibration_summary"]
+           "calibration_summary", "add_calibration"]
 
 
 def _check(scores, y_true) -> tuple[np.ndarray, np.ndarray]:
@@ -149,3 +149,24 @@ def calibration_summary(logits, y_true, groups, *, val_logits=None, val_true=Non
                 out["reliability"].setdefault(name, {})[stage] = reliability(
                     probs, y_true, chosen, 10)
     return out
+
+
+def add_calibration(metrics: dict, report, val_report=None, bins: int = 15) -> dict:
+    """Adds ``calibration`` (see :func:`calibration_summary`) to a metrics dict.
+
+    Args:
+        metrics: The ``metrics.json`` dict of ``report``; its per-class
+            ``shot`` names the groups (all ``"many"`` without training counts).
+        report: The :class:`longtail.EvaluationReport` of the test data.
+        val_report: The report on validation data, to fit the temperature on.
+        bins: ECE bins.
+
+    Returns:
+        ``metrics``, with ``calibration`` set.
+    """
+    groups = [row.get("shot", "many") for row in metrics["per_class"]]
+    metrics["calibration"] = calibration_summary(
+        report.logits, report.y_true, groups, bins=bins,
+        val_logits=None if val_report is None else val_report.logits,
+        val_true=None if val_report is None else val_report.y_true)
+    return metrics

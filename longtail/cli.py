@@ -249,8 +249,10 @@ def cmd_evaluate(args) -> int:
                       shot_thresholds=evidence["shot_thresholds"],
                       bootstrap=BootstrapOptions(resamples=evidence["resamples"],
                                                  confidence=evidence["confidence"]))
-    metrics = report.to_dict()
-    report.save(args.out)
+    metrics = _with_calibration(report, model, model_path, loader_kw, names)
+    from longtail._io import write_json
+
+    write_json(os.path.join(args.out, "metrics.json"), metrics)
     write_report(args.out, metrics, config={"model": model_path, "data": args.data,
                                             "posthoc_tau": tau, "run": run},
                  train_counts=counts, title=f"longtail evaluation: {os.path.basename(args.data)}")
@@ -282,6 +284,19 @@ def cmd_compare(args) -> int:
 
 
 # ------------------------------------------------- evidence options (issue 17)
+def _with_calibration(report, model, model_path, loader_kw, names) -> dict:
+    """The metrics, with calibration; the temperature fitted on the run's val.parquet."""
+    from longtail.calibration import add_calibration
+    from longtail.dataset import Dataset
+    from longtail.evaluation import evaluate
+
+    val_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "val.parquet")
+    val = None
+    if os.path.exists(val_path):
+        val = evaluate(model, Dataset.load(val_path).loader(**loader_kw), class_names=names,
+                       bootstrap=False)
+    return add_calibration(report.to_dict(), report, val)
+
 def _int_list(name, count=None):
     def parse(text):
         try:

@@ -191,6 +191,10 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
             continue
         summaries.append({"strategy": name, "metrics": report.to_dict(),
                           "train_seconds": seconds, "run_dir": run_dir})
+        _add_calibration(summaries[-1]["metrics"], report, model, None if test_ds is None
+                         else Dataset.load(val_path).loader(batch_size=config.batch_size,
+                                                            sampling="sequential",
+                                                            **loader_kw))
         if len(seeds) > 1:
             summaries[-1]["seeds"] = [{"seed": seed, "run_dir": run_dir,
                                        **_headline(report.to_dict())}]
@@ -230,6 +234,20 @@ def _check_evidence_options(strategies, seeds, baseline, require, resamples, con
                                   f"strategies ({', '.join(strategies)})")
     return {"seeds": seeds, "baseline": baseline, "pairs": pairs,
             "options": BootstrapOptions(resamples=resamples, confidence=confidence)}
+
+
+def _add_calibration(metrics, report, model, val_loader) -> None:
+    """Calibration of a run, its temperature fitted on the validation split.
+
+    Without a separate test set the validation split is the evaluation data
+    too, so the temperature is fitted on the very samples it is judged on.
+    """
+    from longtail.calibration import add_calibration
+    from longtail.evaluation import evaluate
+
+    val = report if val_loader is None else evaluate(
+        model, val_loader, class_names=report.class_names, bootstrap=False)
+    add_calibration(metrics, report, val)
 
 
 def _headline(metrics: dict) -> dict:
