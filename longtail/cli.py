@@ -284,6 +284,27 @@ def cmd_compare(args) -> int:
 
 
 # ------------------------------------------------- evidence options (issue 17)
+def _cost_matrix(args, names):
+    if args.cost is None:
+        return None
+    from longtail.adapt import read_cost_matrix
+
+    return read_cost_matrix(args.cost, names)
+
+
+def cmd_adapt(args) -> int:
+    from longtail.adapt import adapt_run
+
+    result = adapt_run(args.run, args.unlabeled, args.out, prior=args.prior,
+                       method=args.method, resamples=args.resamples,
+                       batch_size=args.batch_size)
+    shares = ", ".join(f"{n} {v:.3f}" for n, v in zip(result["classes"], result["estimate"]))
+    print(f"deployment prior ({result['method']}): {shares}")
+    print(f"temperature {result['temperature']:.3f}; adapted model: "
+          f"{os.path.join(args.out, 'model.keras')}, prior: "
+          f"{os.path.join(args.out, 'prior.json')}")
+    return 0
+
 def _with_calibration(report, model, model_path, loader_kw, names) -> dict:
     """The metrics, with calibration; the temperature fitted on the run's val.parquet."""
     from longtail.calibration import add_calibration
@@ -354,7 +375,7 @@ def cmd_predict(args) -> int:
         image_size=options.get("image_size") or shape[1:3],
         color_mode=options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(shape[-1], "rgb"),
         priors=run["train_counts"] if run else None, posthoc_tau=args.posthoc_tau,
-        top_k=args.top_k, batch_size=args.batch_size)
+        top_k=args.top_k, batch_size=args.batch_size, cost=_cost_matrix(args, names))
     if args.out:
         write_text(args.out, text)
         print(f"{args.out}: {len(paths)} rows ({len(paths) - len(failed)} predicted)",
@@ -420,7 +441,7 @@ def cmd_cache(args) -> int:
 
 COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train,
             "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict,
-            "cache": cmd_cache}
+            "cache": cmd_cache, "adapt": cmd_adapt}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -513,6 +534,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept a manifest whose paths lead outside its folder; refused "
                         "by default")
+    p.add_argument("--cost", default=None, metavar="COSTS.csv",
+                   help="predict the class of least expected cost; CSV: header "
+                        "true,<class>,..., one row per true class")
+
+    p = sub.add_parser("adapt", help="estimate the deployment class prior (label shift) "
+                                     "and write an adapted model")
+    p.add_argument("run", metavar="RUN", help="a run folder of longtail train")
+    p.add_argument("--unlabeled", required=True, metavar="DATA",
+                   help="deployment data: any DATA (labels ignored) or image files/folders")
+    p.add_argument("--out", required=True, help="folder for model.keras and prior.json")
+    p.add_argument("--prior", default=None, metavar="uniform|train|FILE",
+                   help="a known target prior instead of estimating it")
+    p.add_argument("--method", default="em", choices=("em", "bbse"),
+                   help="the estimate to adapt to (default em; both are in prior.json)")
+    p.add_argument("--resamples", type=int, default=200,
+                   help="resamples of the estimate's interval")
+    p.add_argument("--batch-size", type=int, default=64)
 
     p = sub.add_parser("compare", help="train several strategies on one split, side by side")
     _add_train_options(p)
