@@ -173,3 +173,38 @@ def test_adapt_cli_end_to_end(run, tmp_path, capsys):
                  "--prior", str(bad)]) == 2
     assert "unknown classes ['c9']" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_predict_cost_makes_the_bayes_decision(tmp_path):
+    """predict --cost on images: the column `predicted` is argmin of expected cost."""
+    import keras
+    from PIL import Image
+
+    from longtail.predict import predict_files
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    inp = keras.Input((4, 4, 3))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
+    cost = np.array([[0, 1, 1], [20, 0, 1], [1, 1, 0]])
+    kw = dict(class_names=["a", "b", "c"], image_size=(4, 4), top_k=2)
+    plain, _ = predict_files(model, paths, **kw)
+    text, _ = predict_files(model, paths, cost=cost, **kw)
+    plain_rows = list(csv.DictReader(plain.splitlines()))
+    rows = list(csv.DictReader(text.splitlines()))
+    assert list(rows[0]) == ["path", "predicted", "probability", "top2", "top2_probability",
+                             "expected_cost", "error"]
+    names = ["a", "b", "c"]
+    for plain_row, row in zip(plain_rows, rows):
+        # the probabilities of predict without costs, then the decision by hand
+        p = np.zeros(3)
+        p[names.index(plain_row["predicted"])] = float(plain_row["probability"])
+        p[names.index(plain_row["top2"])] = float(plain_row["top2_probability"])
+        p[p == 0] = 1 - p.sum()
+        expected = p @ cost
+        assert row["predicted"] == names[int(np.argmin(expected))]
+        assert float(row["expected_cost"]) == pytest.approx(expected.min(), abs=1e-5)
