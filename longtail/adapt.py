@@ -9,8 +9,11 @@ unlabeled deployment data:
 * **EM** (Saerens, Latinne & Decaestecker 2002): alternately re-weights the
   calibrated posteriors by ``q / pi`` and sets ``q`` to their mean; the
   fixed point is the maximum-likelihood prior. Needs calibrated
-  probabilities, so a temperature is fitted on the run's validation split
-  first.
+  probabilities, so bias-corrected temperature scaling (one temperature and
+  one bias per class; Alexandari et al. 2020) is fitted on the run's
+  validation split first: the posteriors are then relative to the
+  validation class mix whatever balancing the model was trained with (a
+  logit-adjusted model's outputs are not relative to the training prior).
 * **BBSE** (Lipton, Wang & Smola 2018): solves ``C w = mu`` where ``C`` is
   the validation joint distribution of (prediction, label) and ``mu`` the
   distribution of predictions on the deployment data; ``q = w * p_val(y)``.
@@ -118,18 +121,20 @@ def prior_interval(estimate_fn, n: int, resamples: int = 200, confidence: float 
 
 
 def adapt_model(model, train_prior, target_prior, temperature: float = 1.0,
-                from_probabilities: bool = False):
-    """The model with temperature and prior shift built in (logits out).
+                from_probabilities: bool = False, bias=None):
+    """The model with calibration and prior shift built in (logits out).
 
     Args:
         model: A Keras model with one output ``(batch, k)``.
-        train_prior, target_prior: The training and deployment priors.
+        train_prior, target_prior: The prior the (calibrated) outputs are
+            relative to, and the deployment prior.
         temperature: Divides the logits first.
         from_probabilities: Whether ``model`` outputs probabilities.
+        bias: Per-class calibration bias (bias-corrected temperature scaling).
 
     Returns:
         A new functional ``keras.Model`` whose output is
-        ``logits / temperature + log(target) - log(train)``.
+        ``logits / temperature + bias + log(target) - log(train)``.
     """
     import keras
 
@@ -139,6 +144,8 @@ def adapt_model(model, train_prior, target_prior, temperature: float = 1.0,
     pi = _prior(train_prior, "train_prior", k)
     q = _prior(target_prior, "target_prior", k)
     shift = np.log(np.maximum(q, 1e-12)) - np.log(np.maximum(pi, 1e-12))
+    if bias is not None:
+        shift = shift + np.asarray(bias, np.float64).reshape(k)
     out = PriorShift(shift.tolist(), temperature, from_probabilities,
                      name="prior_shift")(model.outputs[0])
     return keras.Model(model.inputs, out, name=f"{model.name}_adapted")
@@ -204,35 +211,41 @@ def _probs(logits, temperature=1.0) -> np.ndarray:
     return softmax(np.asarray(logits, np.float64) / temperature, axis=1)
 
 
-def estimate(logits, val_logits, val_true, train_prior, *, method="em", resamples=200,
+def estimate(logits, val_logits, val_true, *, method="em", resamples=200,
              confidence=0.95, seed=0) -> dict:
-    """Temperature, EM and BBSE estimates with intervals, as ``prior.json`` holds them.
+    """Calibration, EM and BBSE estimates with intervals, as ``prior.json`` holds them.
+
+    Bias-corrected temperature scaling is fitted on the validation split, so
+    the calibrated posteriors are relative to its class mix (the training
+    prior, for a stratified split), whatever balancing the model was
+    trained with.
 
     Args:
         logits: Model logits on the unlabeled data ``(n, k)``.
         val_logits, val_true: Logits and labels of the validation split.
-        train_prior: The training prior.
         method: Which estimate is ``estimate``: ``"em"`` or ``"bbse"``.
+        resamples, confidence, seed: Of the intervals.
 
     Returns:
-        ``{"method", "estimate", "interval", "temperature", "train_prior",
-        "em": {"estimate", "interval"}, "bbse": {...}, "n_unlabeled"}``.
+        ``{"method", "estimate", "interval", "temperature", "bias",
+        "source_prior", "em": {"estimate", "interval"}, "bbse": {...},
+        "n_unlabeled"}``.
     """
-    from longtail.calibration import fit_temperature
+    from longtail.calibration import fit_bias_temperature
 
     if method not in METHODS:
         raise ConfigError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
     logits = np.asarray(logits, np.float64)
     k = logits.shape[1]
-    pi = _prior(train_prior, "train_prior", k)
-    t = fit_temperature(val_logits, val_true)
-    probs = _probs(logits, t)
-    pred, val_pred = logits.argmax(axis=1), np.asarray(val_logits).argmax(axis=1)
     val_true = np.asarray(val_true).astype(np.int64)
-    fns = {"em": lambda rows: em_prior(probs[rows], pi, tol=1e-6),
+    source = _prior(np.bincount(val_true, minlength=k), "validation labels", k)
+    t, bias = fit_bias_temperature(val_logits, val_true)
+    probs = _probs(logits / t + bias)
+    pred, val_pred = logits.argmax(axis=1), np.asarray(val_logits).argmax(axis=1)
+    fns = {"em": lambda rows: em_prior(probs[rows], source, tol=1e-6),
            "bbse": lambda rows: bbse_prior(val_pred, val_true, pred[rows], k)}
-    out = {"method": method, "temperature": t, "train_prior": pi.tolist(),
-           "n_unlabeled": int(logits.shape[0])}
+    out = {"method": method, "temperature": t, "bias": bias.tolist(),
+           "source_prior": source.tolist(), "n_unlabeled": int(logits.shape[0])}
     for name, fn in fns.items():
         out[name] = {"estimate": fn(np.arange(logits.shape[0])).tolist(),
                      "interval": prior_interval(fn, logits.shape[0], resamples, confidence,
@@ -351,18 +364,19 @@ def adapt_run(run, unlabeled, out, *, prior=None, method="em", resamples=200,
     if prior is None:
         logits = _unlabeled_logits(model, unlabeled, names, loader_kw, batch_size,
                                    from_probabilities)
-        result = estimate(logits, val.logits, val.y_true, pi, method=method,
+        result = estimate(logits, val.logits, val.y_true, method=method,
                           resamples=resamples, confidence=confidence)
     else:
-        from longtail.calibration import fit_temperature
+        from longtail.calibration import fit_bias_temperature
 
         q, how = _target_prior(prior, pi, names)
+        t, bias = fit_bias_temperature(val.logits, val.y_true)
+        source = np.bincount(val.y_true, minlength=len(names)) / len(val.y_true)
         result = {"method": how, "estimate": q.tolist(), "interval": None,
-                  "temperature": fit_temperature(val.logits, val.y_true),
-                  "train_prior": pi.tolist()}
+                  "temperature": t, "bias": bias.tolist(), "source_prior": source.tolist()}
     result["classes"] = names
-    adapted = adapt_model(model, pi, result["estimate"], result["temperature"],
-                          from_probabilities)
+    adapted = adapt_model(model, result["source_prior"], result["estimate"],
+                          result["temperature"], from_probabilities, bias=result["bias"])
     os.makedirs(out, exist_ok=True)
     with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
         adapted.save(tmp)

@@ -54,7 +54,7 @@ def test_estimate_fits_the_temperature_first():
     xv, yv = _sample(PI, 4000, 2)
     xt, _ = _sample(Q, 4000, 3)
     zv, zt = 3 * _logits(xv), 3 * _logits(xt)
-    r = estimate(zt, zv, yv, PI, method="em", resamples=20)
+    r = estimate(zt, zv, yv, method="em", resamples=20)
     assert r["temperature"] == pytest.approx(3.0, rel=0.1)
     np.testing.assert_allclose(r["estimate"], Q, atol=TOL)
     np.testing.assert_allclose(r["bbse"]["estimate"], Q, atol=TOL)
@@ -62,7 +62,21 @@ def test_estimate_fits_the_temperature_first():
     assert np.all(low <= np.array(r["estimate"])) and np.all(np.array(r["estimate"]) <= high)
     assert np.all(high - low < 0.1)
     with pytest.raises(ConfigError, match="method"):
-        estimate(zt, zv, yv, PI, method="mle")
+        estimate(zt, zv, yv, method="mle")
+
+
+def test_estimate_is_right_for_a_balanced_model_too():
+    """A model whose outputs are relative to a uniform prior (as after logit
+    adjustment): the calibration biases absorb it, and EM still finds q."""
+    xv, yv = _sample(PI, 4000, 7)
+    xt, yt = _sample(Q, 4000, 8)
+    zv, zt = _logits(xv) - np.log(PI), _logits(xt) - np.log(PI)
+    r = estimate(zt, zv, yv, method="em", resamples=10)
+    np.testing.assert_allclose(r["estimate"], Q, atol=TOL)
+    np.testing.assert_allclose(r["bias"], np.log(PI) - np.log(PI).mean(), atol=0.15)
+    adapted = (zt / r["temperature"] + r["bias"] + np.log(r["estimate"])
+               - np.log(r["source_prior"])).argmax(1)
+    assert (adapted == yt).mean() > (zt.argmax(1) == yt).mean()
 
 
 def _dense(softmax_out=False):

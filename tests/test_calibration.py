@@ -83,3 +83,19 @@ def test_bad_shapes_are_named():
         classwise_ece(np.ones((3, 2)) / 2, [0, 1])
     with pytest.raises(DataError, match="0..1"):
         nll(np.zeros((2, 2)), [0, 2])
+
+
+def test_bias_temperature_recovers_scale_and_prior_offsets():
+    from longtail.calibration import fit_bias_temperature
+
+    logits, y = _overconfident(n=8000, seed=3)
+    prior = np.array([0.1, 0.2, 0.3, 0.4])
+    # the same labels, but the model is blind to a class prior: draw labels from
+    # softmax(z + log prior) while the model reports 3 z
+    rng = np.random.default_rng(4)
+    p = softmax(logits / 3 + np.log(prior), axis=1)
+    y = (rng.random((len(p), 1)) > np.cumsum(p, axis=1)).sum(axis=1)
+    t, b = fit_bias_temperature(logits, y)
+    assert t == pytest.approx(3.0, rel=0.1)
+    np.testing.assert_allclose(b, np.log(prior) - np.log(prior).mean(), atol=0.1)
+    assert nll(logits / t + b, y) < nll(logits, y, fit_temperature(logits, y))
