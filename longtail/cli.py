@@ -223,12 +223,20 @@ def cmd_evaluate(args) -> int:
     if tau is not None and counts is None:
         raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
                             "training priors beside it")
+    from longtail.intervals import BootstrapOptions
+
+    evidence = _evidence_options(args, compare=False)
     report = evaluate(model, ds.loader(**loader_kw), class_names=names or ds.class_names,
                       train_counts=counts, posthoc_tau=tau,
-                      priors=None if counts is None else counts)
-    metrics = report.to_dict()
+                      priors=None if counts is None else counts,
+                      shot_thresholds=evidence["shot_thresholds"],
+                      bootstrap=BootstrapOptions(resamples=evidence["resamples"],
+                                                 confidence=evidence["confidence"]))
+    metrics = _with_calibration(report, model, model_path, loader_kw, names)
+    from longtail._io import write_json
+
     with runs.locked(args.out, "evaluate"), runs.commit_set(args.out) as stage:
-        report.save(stage.dir)
+        write_json(os.path.join(stage.dir, "metrics.json"), metrics)
         write_report(stage.dir, metrics, config={"model": model_path, "data": args.data,
                                                  "posthoc_tau": tau, "run": run},
                      train_counts=counts,
@@ -245,11 +253,92 @@ def cmd_compare(args) -> int:
 
     options = _train_options(args)
     summaries = compare(args.data, args.strategies.split(","), args.out, test=args.test,
-                        **options)
+                        **_evidence_options(args), **options)
+    with open(os.path.join(args.out, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
     print()
-    print(summary_markdown(summaries, "test data" if args.test else "validation split"))
+    print(summary_markdown(summaries, "test data" if args.test else "validation split",
+                           summary["verdict"]))
     print(f"report: {os.path.join(args.out, 'compare.html')}")
+    failed = [r for r in summary["requirements"] if not r["passed"]]
+    for r in summary["requirements"]:
+        print(f"require {r['expression']}: {'passed' if r['passed'] else 'FAILED'} "
+              f"(difference {r['estimate']:+.4f}, interval [{r['low']:+.4f}, "
+              f"{r['high']:+.4f}])", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ------------------------------------------------- evidence options (issue 17)
+def _cost_matrix(args, names):
+    if args.cost is None:
+        return None
+    from longtail.adapt import read_cost_matrix
+
+    return read_cost_matrix(args.cost, names)
+
+
+def cmd_adapt(args) -> int:
+    from longtail.adapt import adapt_run
+
+    result = adapt_run(args.run, args.unlabeled, args.out, prior=args.prior,
+                       method=args.method, resamples=args.resamples,
+                       batch_size=args.batch_size)
+    shares = ", ".join(f"{n} {v:.3f}" for n, v in zip(result["classes"], result["estimate"]))
+    print(f"deployment prior ({result['method']}): {shares}")
+    print(f"temperature {result['temperature']:.3f}; adapted model: "
+          f"{os.path.join(args.out, 'model.keras')}, prior: "
+          f"{os.path.join(args.out, 'prior.json')}")
     return 0
+
+def _with_calibration(report, model, model_path, loader_kw, names) -> dict:
+    """The metrics, with calibration; the temperature fitted on the run's val.parquet."""
+    from longtail.calibration import add_calibration
+    from longtail.dataset import Dataset
+    from longtail.evaluation import evaluate
+
+    val_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "val.parquet")
+    val = None
+    if os.path.exists(val_path):
+        val = evaluate(model, Dataset.load(val_path).loader(**loader_kw), class_names=names,
+                       bootstrap=False)
+    return add_calibration(report.to_dict(), report, val)
+
+def _int_list(name, count=None):
+    def parse(text):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or (count is not None and len(values) != count):
+            what = f"{count} comma-separated integers" if count else "comma-separated integers"
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+        return values
+    parse.__name__ = name
+    return parse
+
+
+def _add_evidence_options(p: argparse.ArgumentParser, compare: bool) -> None:
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    p.add_argument("--shot-thresholds", type=_int_list("shot-thresholds", 2),
+                   default=[100, 20], metavar="MANY,FEW",
+                   help="many-shot: more than MANY training samples; few-shot: fewer than FEW")
+    if compare:
+        p.add_argument("--seeds", type=_int_list("seeds"), default=None, metavar="S,S,...",
+                       help="train every strategy once per seed (default: --seed)")
+        p.add_argument("--baseline", default=None, metavar="STRATEGY",
+                       help="the strategy others are measured against (default: none)")
+        p.add_argument("--require", action="append", default=[], metavar="A>B",
+                       help="exit 1 unless the interval of A - B (balanced accuracy) "
+                            "lies above 0; repeatable")
+
+
+def _evidence_options(args, compare: bool = True) -> dict:
+    options = dict(resamples=args.resamples, confidence=args.confidence,
+                   shot_thresholds=tuple(args.shot_thresholds))
+    if compare:
+        options.update(seeds=args.seeds, baseline=args.baseline, require=args.require)
+    return options
 
 
 def cmd_predict(args) -> int:
@@ -273,7 +362,7 @@ def cmd_predict(args) -> int:
         image_size=options.get("image_size") or shape[1:3],
         color_mode=options.get("color_mode") or color_mode_of(shape[-1]),
         priors=run["train_counts"] if run else None, posthoc_tau=args.posthoc_tau,
-        top_k=args.top_k, batch_size=args.batch_size)
+        top_k=args.top_k, batch_size=args.batch_size, cost=_cost_matrix(args, names))
     if args.out:
         write_text(args.out, text)
         print(f"{args.out}: {len(paths)} rows ({len(paths) - len(failed)} predicted)",
@@ -339,7 +428,7 @@ def cmd_cache(args) -> int:
 
 COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train,
             "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict,
-            "cache": cmd_cache}
+            "cache": cmd_cache, "adapt": cmd_adapt}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -419,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-tau", action="store_true",
                    help="pick the post-hoc tau with the best validation balanced accuracy")
     p.add_argument("--batch-size", type=int, default=64)
+    _add_evidence_options(p, compare=False)
 
     p = sub.add_parser("predict", help="predict classes of files, folders or a manifest")
     p.add_argument("model", metavar="MODEL", help="a .keras file or a run folder")
@@ -434,6 +524,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-symlinks", action="store_true",
                    help="follow symbolic links inside INPUT folders (skipped by default, "
                         "as when indexing)")
+    p.add_argument("--cost", default=None, metavar="COSTS.csv",
+                   help="predict the class of least expected cost; CSV: header "
+                        "true,<class>,..., one row per true class")
+
+    p = sub.add_parser("adapt", help="estimate the deployment class prior (label shift) "
+                                     "and write an adapted model")
+    p.add_argument("run", metavar="RUN", help="a run folder of longtail train")
+    p.add_argument("--unlabeled", required=True, metavar="DATA",
+                   help="deployment data: any DATA (labels ignored) or image files/folders")
+    p.add_argument("--out", required=True, help="folder for model.keras and prior.json")
+    p.add_argument("--prior", default=None, metavar="uniform|train|FILE",
+                   help="a known target prior instead of estimating it")
+    p.add_argument("--method", default="em", choices=("em", "bbse"),
+                   help="the estimate to adapt to (default em; both are in prior.json)")
+    p.add_argument("--resamples", type=int, default=200,
+                   help="resamples of the estimate's interval")
+    p.add_argument("--batch-size", type=int, default=64)
 
     p = sub.add_parser("compare", help="train several strategies on one split, side by side")
     _add_train_options(p)
@@ -441,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated strategies, e.g. none,class-weight,logit-adjust")
     p.add_argument("--test", default=None, metavar="DATA",
                    help="held-out DATA to measure on (default: the validation split)")
+    _add_evidence_options(p, compare=True)
 
     p = sub.add_parser("cache", help="decode DATA once into a fixed-size cache (itself a DATA)",
                        description="longtail cache DATA --out CACHE --image-size S, or "

@@ -83,12 +83,19 @@ def _batches(paths, options, batch_size, workers) -> Iterator[tuple[list, np.nda
 
 def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
                   image_size, color_mode="rgb", priors=None, posthoc_tau=None, top_k=1,
-                  batch_size=64, workers=None) -> tuple[str, list[tuple[str, str]]]:
+                  batch_size=64, workers=None, cost=None) -> tuple[str, list[tuple[str, str]]]:
     """Predicts every path; returns the CSV text and the unreadable inputs.
 
     Columns: ``path, predicted, probability`` then ``top{i}, top{i}_probability``
-    for i in 2..top_k, then ``error`` (empty when the input was read).
+    for i in 2..top_k, then ``error`` (empty when the input was read). With
+    ``cost`` (a ``(k, k)`` matrix, row the true class, column the decision),
+    ``predicted`` is the Bayes decision (least expected cost, see
+    :func:`longtail.adapt.bayes_decision`) and an ``expected_cost`` column
+    comes before ``error``; the ``top{i}`` columns stay the most probable
+    other classes.
     """
+    from longtail.adapt import bayes_decision
+
     from longtail.decode import DecodeOptions
     from longtail.posthoc import adjust_logits
 
@@ -102,7 +109,7 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     header = ["path", "predicted", "probability"]
     for i in range(2, top_k + 1):
         header += [f"top{i}", f"top{i}_probability"]
-    header.append("error")
+    header += (["expected_cost"] if cost is not None else []) + ["error"]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
@@ -126,9 +133,14 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
                 writer.writerow([csv_cell(path)] + [""] * (len(header) - 2) + [csv_cell(error)])
                 continue
             p = probs[next(row_of)]
-            order = np.argsort(-p)[:top_k]
+            order = np.argsort(-p, kind="stable")
+            extra = []
+            if cost is not None:
+                choice = int(bayes_decision(p[None], cost)[0])
+                order = np.concatenate([[choice], order[order != choice]])
+                extra = [f"{float(p @ np.asarray(cost)[:, choice]):.6f}"]
             cells = [csv_cell(path)]
-            for c in order:
+            for c in order[:top_k]:
                 cells += [csv_cell(class_names[c]), f"{p[c]:.6f}"]
-            writer.writerow(cells + [""])
+            writer.writerow(cells + extra + [""])
     return out.getvalue(), failed
