@@ -195,8 +195,8 @@ def find_classifier(model):
     while True:
         history = getattr(tensor, "_keras_history", None)
         layer = history.operation if history is not None else None
-        if layer is None or id(layer) not in top:
-            raise ConfigError(f"{need}; got {type(layer).__name__} from a nested model")
+        if layer is None or id(layer) not in top or isinstance(layer, keras.Model):
+            raise ConfigError(f"{need}; got the output of a nested model")
         if isinstance(layer, keras.layers.Dense):
             return layer
         if layer.weights:
