@@ -28,7 +28,8 @@ import numpy as np
 
 from longtail.errors import ConfigError
 
-__all__ = ["Strategy", "STRATEGIES", "resolve_strategy"]
+__all__ = ["Strategy", "STRATEGIES", "resolve_strategy", "resolve_strategy_options",
+           "parse_strategy_option"]
 
 
 @dataclass(frozen=True)
@@ -218,3 +219,48 @@ def resolve_strategy(name: str | Strategy) -> Strategy:
     if name not in STRATEGIES:
         raise ConfigError(f"`balance` must be one of {', '.join(STRATEGIES)}; got {name!r}")
     return STRATEGIES[name]
+
+
+def resolve_strategy_options(options: Mapping | None) -> dict:
+    """Checks ``{strategy: {field: value}}`` against the parameter records.
+
+    Returns:
+        ``{strategy: record}`` for every strategy named.
+
+    Raises:
+        ConfigError: An unknown strategy or field, or a bad value.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or not all(isinstance(v, Mapping)
+                                                   for v in options.values()):
+        raise ConfigError("`strategy_options` must map strategy names to {field: value} "
+                          f"dicts; got {options!r}")
+    return {name: resolve_strategy(name).resolve_params(values)
+            for name, values in options.items()}
+
+
+def parse_strategy_option(text: str) -> tuple[str, str, Any]:
+    """``"crt.stage2_share=0.5"`` -> ``("crt", "stage2_share", 0.5)``.
+
+    The value is read as JSON when it parses (numbers, lists, null), else
+    kept as a string; strategy and field are checked against the registry.
+
+    Raises:
+        ValueError: Not ``NAME.FIELD=VALUE``, or an unknown name or field.
+    """
+    import json
+
+    head, sep, raw = text.partition("=")
+    name, dot, key = head.strip().rpartition(".")
+    if not sep or not dot or not name or not key:
+        raise ValueError(f"expected NAME.FIELD=VALUE (e.g. crt.stage2_share=0.5); got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw.strip()
+    try:
+        resolve_strategy(name).resolve_params({key: value})
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return name, key, value
