@@ -237,3 +237,95 @@ def test_parameter_records_refuse_bad_values():
     with pytest.raises(ConfigError, match="max_norm"):
         WeightBalancingParams(max_norm=0)
     json.dumps(dict(TauNormParams().__dict__))  # plain values, for config.json
+
+
+# ------------------------------------------------------ through lt.train
+def _table(path, counts=COUNTS, seed=0):
+    ds = _features_dataset(counts, seed)
+    cols = [f"f{i}" for i in range(ds.features.shape[1])]
+    lines = [",".join(cols + ["label"])] + [
+        ",".join(f"{v:.5f}" for v in row) + f",c{label}"
+        for row, label in zip(ds.features, ds.labels)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+TRAIN = dict(batch_size=32, learning_rate=1e-2, num_workers=0, verbose=0)
+
+
+class _Probe(keras.callbacks.Callback):
+    """Records the optimizer's weight decay and which layers train, at each fit's start."""
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.starts, self.fail_at = [], fail_at
+
+    def on_train_begin(self, logs=None):
+        self.starts.append({"weight_decay": float(self.model.optimizer.weight_decay),
+                            "trainable": sorted(w.path for w in self.model.trainable_weights)})
+        if len(self.starts) == self.fail_at:
+            raise KeyboardInterrupt("killed between the stages")
+
+
+@pytest.mark.slow
+def test_weight_balancing_stage_1_decay_then_capped_classifier(tmp_path):
+    probe = _Probe()
+    result = lt.train(_table(tmp_path / "t.csv"), tmp_path / "run", balance="weight-balancing",
+                      epochs=4, callbacks=[probe],
+                      strategy_options={"weight-balancing": {"stage2_weight_decay": 0.01}},
+                      **TRAIN)
+    stage1, stage2 = probe.starts
+    assert stage1["weight_decay"] == pytest.approx(5e-2)  # the record's default, whole net
+    assert len(stage1["trainable"]) == 6  # dense0, dense1 and logits: kernels and biases
+    assert stage2["weight_decay"] == pytest.approx(0.01)
+    assert stage2["trainable"] == ["logits/bias", "logits/kernel"]
+    info = json.loads((tmp_path / "run" / "config.json").read_text())["second_stage"]
+    assert info["stage1_epochs"] == 3 and info["stage2_epochs"] == 1
+    norms = np.linalg.norm(result.model.get_layer("logits").kernel.numpy(), axis=0)
+    assert np.all(norms <= info["max_norm"] + 1e-5)
+    assert info["max_norm"] == pytest.approx(np.median(info["stage1_class_norms"]))
+    history = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 1 + 4  # three stage-1 epochs and one of stage 2
+
+
+@pytest.mark.slow
+def test_tau_norm_records_the_tuned_tau(tmp_path):
+    result = lt.train(_table(tmp_path / "t.csv"), tmp_path / "run", balance="tau-norm",
+                      epochs=2, **TRAIN)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    tau = metrics["second_stage"]["tau"]
+    assert config["second_stage"]["tau"] == tau
+    scores = metrics["second_stage"]["val_balanced_accuracy"]
+    assert tau == config["second_stage"]["taus"][int(np.argmax(scores))]
+    # the saved model is the tau-normalised one: its validation score is the tuned one
+    assert metrics["balanced_accuracy"] == pytest.approx(max(scores), abs=1e-9)
+    assert result.metrics["balanced_accuracy"] == metrics["balanced_accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["crt", "weight-balancing"])
+def test_a_run_killed_between_the_stages_resumes_to_the_same_model(name, tmp_path):
+    data = _table(tmp_path / "t.csv")
+    whole = lt.train(data, tmp_path / "whole", balance=name, epochs=3, **TRAIN)
+    with pytest.raises(KeyboardInterrupt):
+        lt.train(data, tmp_path / "cut", balance=name, epochs=3,
+                 callbacks=[_Probe(fail_at=2)], **TRAIN)
+    state = json.loads((tmp_path / "cut" / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == 2 and not (tmp_path / "cut" / "model.keras").exists()
+    resumed = lt.train(data, tmp_path / "cut", resume=True, **TRAIN)
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.metrics["balanced_accuracy"] == whole.metrics["balanced_accuracy"]
+
+
+@pytest.mark.slow
+def test_compare_runs_the_classifier_methods_on_a_feature_table(tmp_path):
+    names = ["crt", "tau-norm", "weight-balancing"]
+    summaries = lt.compare(_table(tmp_path / "t.csv"), names, tmp_path / "cmp", epochs=2,
+                           batch_size=32, learning_rate=1e-2, num_workers=0, verbose=0)
+    assert [s["strategy"] for s in summaries] == names
+    for s in summaries:
+        config = json.loads((tmp_path / "cmp" / s["strategy"] / "config.json").read_text())
+        assert config["second_stage"]["method"] == s["strategy"]
+        assert 0.0 <= s["metrics"]["balanced_accuracy"] <= 1.0
