@@ -41,7 +41,8 @@ import numpy as np
 from longtail.errors import ConfigError
 
 __all__ = ["CRTParams", "TauNormParams", "WeightBalancingParams", "StageContext",
-           "find_classifier", "retrain_classifier", "tau_normalise", "balance_weights"]
+           "find_classifier", "retrain_classifier", "tau_normalise", "balance_weights",
+           "run_second_stage"]
 
 
 def _share(value, name: str) -> None:
@@ -173,6 +174,39 @@ class StageContext:
     seed: int = 0
     callbacks: list = dataclasses.field(default_factory=list)
     verbose: Any = 0
+
+
+def run_second_stage(strategy, config, model, train_ds, val_loader, *, batch_size: int,
+                     loader_kw: dict, callbacks=(), verbose=0) -> tuple[dict, list]:
+    """Runs ``strategy``'s second stage on a model that finished stage 1.
+
+    Called by :func:`longtail.training.train` after ``fit``. Stage-2 loaders
+    share the run's batch size, seed and image options; under ``distribute``
+    every process runs stage 2 on one device, over all the data.
+
+    Returns:
+        ``(info, history_rows)``: what the method chose (for ``config.json``
+        and ``metrics.json``) and one history row per stage-2 epoch.
+    """
+    from longtail.callbacks import PerClassMetrics
+
+    params = config.strategy_record
+    first, second = strategy.stages(config.epochs, params)
+
+    def make_loader(sampling, class_weight):
+        return train_ds.loader(batch_size=batch_size, sampling=sampling,
+                               class_weight=class_weight, seed=config.seed, **loader_kw)
+
+    ctx = StageContext(
+        make_loader=make_loader, val_loader=val_loader,
+        make_loss=lambda: strategy.loss(train_ds.class_counts, config.strategy_params),
+        first_epochs=first, second_epochs=second, learning_rate=config.learning_rate,
+        seed=config.seed, verbose=verbose,
+        callbacks=[PerClassMetrics(val_loader, class_names=train_ds.class_names),
+                   *callbacks])
+    info, rows = strategy.second_stage(model, ctx, params)
+    info["params"] = dataclasses.asdict(params)
+    return info, rows
 
 
 def find_classifier(model):

@@ -91,11 +91,13 @@ class TrainConfig:
     num_workers: int | None = None
     data_options: dict = field(default_factory=dict)
     distribute: bool = False
+    strategy_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from longtail.strategies import resolve_strategy
+        from longtail.strategies import resolve_strategy, resolve_strategy_options
 
         resolve_strategy(self.balance)
+        resolve_strategy_options(self.strategy_options)
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
@@ -123,6 +125,14 @@ class TrainConfig:
     def strategy_params(self) -> dict:
         return {"tau": self.tau, "gamma": self.gamma, "beta": self.beta,
                 "drw_epoch": self.drw_epoch}
+
+    @property
+    def strategy_record(self):
+        """The typed parameter record of ``balance``, with ``strategy_options`` applied."""
+        from longtail.strategies import resolve_strategy
+
+        return resolve_strategy(self.balance).resolve_params(
+            self.strategy_options.get(self.balance))
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -370,12 +380,13 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
             channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[config.color_mode]
             model = build_model(name, (*config.image_size, channels), k, output_bias=bias,
                                 seed=config.seed, augment=resolve_augment(config.augment))
-    total = config.epochs * steps_per_epoch
+    total = strategy.stages(config.epochs, config.strategy_record)[0] * steps_per_epoch
     lr = config.learning_rate
     if config.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(total, 1), warmup_target=None)
-    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=strategy.first_weight_decay(
+        config.weight_decay, config.strategy_record))
     loss = strategy.loss(counts, config.strategy_params)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
@@ -448,6 +459,7 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         placement = setup(cluster, batch_size=config.batch_size)
     keras.utils.set_random_seed(config.seed)
     strategy = resolve_strategy(config.balance)
+    first_epochs = strategy.stages(config.epochs, config.strategy_record)[0]
     if resume:
         val_data = config.val
         if val_data is not None and not os.path.exists(val_data):
@@ -545,22 +557,35 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         train_loader.set_epoch(initial_epoch)
     started = time.perf_counter()
     fit_history = {}
-    if state is not None and (state.get("stopped") or initial_epoch >= config.epochs):
+    if state is not None and (state.get("stopped") or initial_epoch >= first_epochs):
         if best_weights is not None:  # as EarlyStopping did when training ended
             model.set_weights(best_weights)
-    elif initial_epoch < config.epochs:
-        fit_history = model.fit(train_loader, epochs=config.epochs,
+    elif initial_epoch < first_epochs:
+        fit_history = model.fit(train_loader, epochs=first_epochs,
                   validation_data=val_loader if placement is None else None,
                   initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
     seconds = time.perf_counter() - started
     if placement is not None:
         model = placement.local_model(model)  # one-device copy; the distribution ends
+    if strategy.second_stage is not None:  # classifier-level methods (longtail.decoupled)
+        from longtail.decoupled import run_second_stage
+
+        run_config["second_stage"], stage_rows = run_second_stage(
+            strategy, config, model, train_ds, val_loader, batch_size=batch_size,
+            loader_kw=loader_kw, callbacks=extra_callbacks, verbose=verbose)
+        history_rows.extend(stage_rows)
+        for row in stage_rows:
+            for key, value in row.items():
+                fit_history.setdefault(key, []).append(value)
+        seconds = time.perf_counter() - started
 
     from longtail.evaluation import evaluate
 
     report = evaluate(model, val_loader, class_names=train_ds.class_names,
                       train_counts=train_ds.class_counts.tolist())
     metrics = report.to_dict()
+    if "second_stage" in run_config:
+        metrics["second_stage"] = run_config["second_stage"]
     metrics["train_seconds"] = seconds if not history_rows else float(
         sum(row.get("epoch_seconds", 0.0) for row in history_rows))  # resumed runs included
     unreadable = {e.path: e for loader in (train_loader, val_loader)
@@ -590,7 +615,11 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
 
     with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
         model.save(tmp)
-    report.save(out)
+    metrics = report.to_dict()
+    if "second_stage" in run_config:  # what a classifier-level method chose
+        metrics["second_stage"] = run_config["second_stage"]
+        write_json(os.path.join(out, "config.json"), run_config)
+    write_json(os.path.join(out, "metrics.json"), metrics)
     history_csv = os.path.join(out, "history.csv")
     if history_rows:  # a kill may have come between state.json and history.csv
         write_text(history_csv, _csv(history_rows))
