@@ -176,13 +176,14 @@ class StageContext:
     verbose: Any = 0
 
 
-def run_second_stage(strategy, config, model, train_ds, val_loader, *, batch_size: int,
-                     loader_kw: dict, callbacks=(), verbose=0) -> tuple[dict, list]:
+def run_second_stage(strategy, config, model, train_ds, train_loader, val_loader, *,
+                     callbacks=(), verbose=0) -> tuple[dict, list]:
     """Runs ``strategy``'s second stage on a model that finished stage 1.
 
     Called by :func:`longtail.training.train` after ``fit``. Stage-2 loaders
-    share the run's batch size, seed and image options; under ``distribute``
-    every process runs stage 2 on one device, over all the data.
+    take the stage-1 loader's batch size, seed, label mode, workers and
+    decoding options; under ``distribute`` every process runs stage 2 on one
+    device, over all the data (the same computation everywhere).
 
     Returns:
         ``(info, history_rows)``: what the method chose (for ``config.json``
@@ -194,8 +195,13 @@ def run_second_stage(strategy, config, model, train_ds, val_loader, *, batch_siz
     first, second = strategy.stages(config.epochs, params)
 
     def make_loader(sampling, class_weight):
-        return train_ds.loader(batch_size=batch_size, sampling=sampling,
-                               class_weight=class_weight, seed=config.seed, **loader_kw)
+        options = train_loader.options
+        return train_ds.loader(
+            batch_size=train_loader.batch_size, sampling=sampling, class_weight=class_weight,
+            seed=train_loader.seed, label_mode=train_loader.label_mode,
+            num_workers=train_loader.num_workers, image_size=options.image_size,
+            color_mode=options.color_mode, resize=options.resize, dtype=options.dtype,
+            max_pixels=options.max_pixels)
 
     ctx = StageContext(
         make_loader=make_loader, val_loader=val_loader,
