@@ -160,6 +160,7 @@ class StageContext:
         first_epochs: Epochs of stage 1 (stage 2 numbers its epochs on).
         second_epochs: Epochs of stage 2.
         learning_rate: The run's learning rate.
+        weight_decay: The run's weight decay (cRT's stage 2 keeps it).
         seed: The run's seed (stage 2 draws its initial weights from it).
         callbacks: Callbacks for stage 2 (validation metrics, the user's).
         verbose: Keras verbosity.
@@ -171,6 +172,7 @@ class StageContext:
     first_epochs: int
     second_epochs: int
     learning_rate: float
+    weight_decay: float = 0.0
     seed: int = 0
     callbacks: list = dataclasses.field(default_factory=list)
     verbose: Any = 0
@@ -207,7 +209,7 @@ def run_second_stage(strategy, config, model, train_ds, train_loader, val_loader
         make_loader=make_loader, val_loader=val_loader,
         make_loss=lambda: strategy.loss(train_ds.class_counts, config.strategy_params),
         first_epochs=first, second_epochs=second, learning_rate=config.learning_rate,
-        seed=config.seed, verbose=verbose,
+        weight_decay=config.weight_decay, seed=config.seed, verbose=verbose,
         callbacks=[PerClassMetrics(val_loader, class_names=train_ds.class_names),
                    *callbacks])
     info, rows = strategy.second_stage(model, ctx, params)
@@ -293,7 +295,7 @@ def retrain_classifier(model, ctx: StageContext, params: CRTParams) -> tuple[dic
     loader = ctx.make_loader("balanced", None)
     rows = _fit_classifier(model, classifier, ctx, loader,
                            learning_rate=params.learning_rate or ctx.learning_rate,
-                           weight_decay=0.0)
+                           weight_decay=ctx.weight_decay)
     info = {"method": "crt", "stage1_epochs": ctx.first_epochs,
             "stage2_epochs": ctx.second_epochs, "stage2_sampling": "balanced"}
     return info, rows
