@@ -55,6 +55,15 @@ def _open(args, data=None):
     )
 
 
+def _strategy_option(text):
+    from longtail.strategies import parse_strategy_option
+
+    try:
+        return parse_strategy_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _fraction(name):
     def parse(text):
         try:
@@ -146,7 +155,17 @@ def _train_options(args) -> dict:
         val_split=args.val_split, val=args.val, label_mode=args.label_mode, seed=args.seed,
         learning_rate=args.learning_rate, early_stopping=args.early_stopping, tau=args.tau,
         gamma=args.gamma, beta=args.beta, drw_epoch=args.drw_epoch,
-        num_workers=args.workers, data_options=data_options)
+        num_workers=args.workers, data_options=data_options,
+        **({"strategy_options": _group_options(args.strategy_option)}
+           if args.strategy_option else {}))
+
+
+def _group_options(items) -> dict:
+    """``[(strategy, field, value), ...]`` -> ``{strategy: {field: value}}``."""
+    grouped: dict = {}
+    for name, key, value in items:
+        grouped.setdefault(name, {})[key] = value
+    return grouped
 
 
 def _given_options(args) -> dict:
@@ -459,11 +478,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drw-epoch", type=int, default=None,
                    help="ldam-drw: epoch that starts re-weighting (default 80%% of epochs)")
     p.add_argument("--workers", type=int, default=None, help="decode threads")
+    p.add_argument("--strategy-option", type=_strategy_option, action="append", default=[],
+                   metavar="NAME.FIELD=VALUE",
+                   help="a strategy's hyper-parameter, e.g. crt.stage2_share=0.5 or "
+                        "weight-balancing.max_norm=1 (repeatable; fields in the docs of "
+                        "longtail.decoupled)")
     p.epilog = "strategies: " + "; ".join(f"{n}: {s.description}"
                                           for n, s in STRATEGIES.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from longtail.strategies import STRATEGIES
+
     parser = _Parser(prog="longtail", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -482,8 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a classifier with a balancing strategy")
     _add_train_options(p)
     p.add_argument("--balance", default="none", metavar="STRATEGY",
-                   help="none, class-weight, effective-weight, resample, sqrt-resample, "
-                        "focal, logit-adjust, balanced-softmax, ldam-drw")
+                   help=", ".join(STRATEGIES) + " (each described below)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--distribute", action="store_true",

@@ -42,11 +42,13 @@ class TrainConfig:
     num_workers: int | None = None
     data_options: dict = field(default_factory=dict)
     distribute: bool = False
+    strategy_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from longtail.strategies import resolve_strategy
+        from longtail.strategies import resolve_strategy, resolve_strategy_options
 
         resolve_strategy(self.balance)
+        resolve_strategy_options(self.strategy_options)
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
         checked = {
             "epochs": v.integer("epochs", self.epochs, min=1),
@@ -78,6 +80,21 @@ class TrainConfig:
     def strategy_params(self) -> dict:
         return {"tau": self.tau, "gamma": self.gamma, "beta": self.beta,
                 "drw_epoch": self.drw_epoch}
+
+    @property
+    def strategy_record(self):
+        """The typed parameter record of ``balance``, with ``strategy_options`` applied."""
+        from longtail.strategies import resolve_strategy
+
+        return resolve_strategy(self.balance).resolve_params(
+            self.strategy_options.get(self.balance))
+
+    @property
+    def first_epochs(self) -> int:
+        """Epochs of ``fit``: all of them, or stage 1's for a two-stage strategy."""
+        from longtail.strategies import resolve_strategy
+
+        return resolve_strategy(self.balance).stages(self.epochs, self.strategy_record)[0]
 
     def to_json(self) -> dict:
         out = asdict(self)

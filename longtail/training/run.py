@@ -65,12 +65,13 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
             model = build_model(name, (*config.image_size, channels_of(config.color_mode)), k,
                                 output_bias=bias,
                                 seed=config.seed, augment=resolve_augment(config.augment))
-    total = config.epochs * steps_per_epoch
+    total = config.first_epochs * steps_per_epoch
     lr = config.learning_rate
     if config.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(total, 1), warmup_target=None)
-    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=strategy.first_weight_decay(
+        config.weight_decay, config.strategy_record))
     loss = strategy.loss(counts, config.strategy_params)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
@@ -169,16 +170,27 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
         early = ckpt.early_stopping(config.early_stopping,
                                     state.get("early_stopping") if state else None,
                                     best_weights)
+    extra_callbacks = list(callbacks or [])
     callbacks = _callbacks(config, out, strategy, train_ds, val_loader, placement, early,
-                           history_rows) + list(callbacks or [])
+                           history_rows) + extra_callbacks
     started = time.perf_counter()
     fit_history = _fit(model, config, train_loader, val_loader, callbacks, state,
                        initial_epoch, best_weights, placement, verbose)
     seconds = time.perf_counter() - started
     if placement is not None:
         model = placement.local_model(model)  # one-device copy; the distribution ends
+    if strategy.second_stage is not None:  # classifier-level methods (longtail.decoupled)
+        from longtail.decoupled import run_second_stage
 
-    report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds)
+        run_config["second_stage"], stage_rows = run_second_stage(
+            strategy, config, model, train_ds, train_loader, val_loader,
+            callbacks=extra_callbacks, verbose=verbose)
+        history_rows.extend(stage_rows)
+        for key, values in fit_history.items():
+            values.extend(row.get(key, float("nan")) for row in stage_rows)
+        seconds = time.perf_counter() - started
+
+    report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds, run_config)
     _warn_unreadable(train_loader, val_loader)
     if out is not None:
         _finish_run(out, model, report, run_config, history_rows)
@@ -361,22 +373,25 @@ def _fit(model, config: TrainConfig, train_loader, val_loader, callbacks, state,
     """Runs the remaining epochs; returns Keras' history of this call."""
     if hasattr(train_loader, "set_epoch"):
         train_loader.set_epoch(initial_epoch)
-    if state is not None and (state.get("stopped") or initial_epoch >= config.epochs):
+    if state is not None and (state.get("stopped") or initial_epoch >= config.first_epochs):
         if best_weights is not None:  # as EarlyStopping did when training ended
             model.set_weights(best_weights)
         return {}
-    return model.fit(train_loader, epochs=config.epochs,
+    return model.fit(train_loader, epochs=config.first_epochs,
                      validation_data=val_loader if placement is None else None,
                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
 
 
-def _evaluate(model, train_ds, val_loader, history_rows: list[dict], seconds: float):
+def _evaluate(model, train_ds, val_loader, history_rows: list[dict], seconds: float,
+              run_config: dict):
     """The validation report and its metrics dict, with the training time."""
     from longtail.evaluation import evaluate
 
     report = evaluate(model, val_loader, class_names=train_ds.class_names,
                       train_counts=train_ds.class_counts.tolist())
     metrics = report.to_dict()
+    if "second_stage" in run_config:
+        metrics["second_stage"] = run_config["second_stage"]
     metrics["train_seconds"] = seconds if not history_rows else float(
         sum(row.get("epoch_seconds", 0.0) for row in history_rows))  # resumed runs included
     return report, metrics
@@ -411,7 +426,11 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
         stage = staged.dir
         with atomic_path(os.path.join(stage, "model.keras"), suffix=".keras") as tmp:
             model.save(tmp)
-        report.save(stage)
+        metrics = report.to_dict()
+        if "second_stage" in run_config:  # what a classifier-level method chose
+            metrics["second_stage"] = run_config["second_stage"]
+            write_json(os.path.join(stage, "config.json"), run_config)
+        write_json(os.path.join(stage, "metrics.json"), metrics)
         history_csv = os.path.join(stage, "history.csv")
         if history_rows:
             write_text(history_csv, ckpt.csv_text(history_rows))
