@@ -3,9 +3,12 @@ ImageNet weights, and the keras.applications registry."""
 
 import importlib.util
 import os
+import re
 
 import numpy as np
 import pytest
+
+from longtail.backbones import BACKBONES as BACKBONE_NAMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,3 +134,113 @@ def test_lite0_without_top_gives_the_pooled_features_of_the_full_model(lite0_wei
                                rtol=1e-4, atol=1e-3)
     assert features.shape == (1, 1280)
     assert keras.ops.convert_to_numpy(features).min() >= 0  # after ReLU6
+
+
+# --- the registry ------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BACKBONE_NAMES))
+def test_every_backbone_builds_a_classifier_with_a_frozen_backbone(name):
+    import keras
+
+    from longtail.backbones import build_classifier, set_trainable_blocks
+
+    model, record = build_classifier(name, (32, 32, 3), 3, weights="none", output_bias=[0, 1, 2])
+    assert record == {"backbone": name, "weights": "none"}
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    logits = np.asarray(model.predict(images, verbose=0))
+    assert logits.shape == (2, 3) and np.isfinite(logits).all()
+    # head: only the new Dense trains.
+    assert [v.path for v in model.trainable_variables] == ["logits/kernel", "logits/bias"]
+    backbone = model.get_layer("backbone")
+    # top:1 opens some backbone weights but not all; all opens every one.
+    top1 = set_trainable_blocks(backbone, name, "top:1")
+    trainable = len(model.trainable_variables)
+    assert 2 < trainable < len(model.variables)
+    everything = set_trainable_blocks(backbone, name, "all")
+    assert everything > top1
+    assert len(model.trainable_variables) > trainable
+    assert keras.ops.convert_to_numpy(model(images, training=True)).shape == (2, 3)
+
+
+def test_resnet50_preprocessing_inside_the_model_matches_keras_preprocess_input():
+    import keras
+
+    from longtail.backbones import _caffe_preprocessing
+
+    images = np.random.default_rng(1).integers(0, 256, (2, 5, 5, 3)).astype("float32")
+    inputs = keras.Input((5, 5, 3))
+    layer_model = keras.Model(inputs, _caffe_preprocessing(keras)(inputs))
+    expected = keras.applications.resnet50.preprocess_input(images.copy())
+    np.testing.assert_allclose(layer_model.predict(images, verbose=0), expected, atol=1e-4)
+
+
+def test_missing_imagenet_weights_name_the_file_and_never_download(tmp_path, monkeypatch):
+    from longtail.backbones import BACKBONES, resolve_weights
+    from longtail.errors import ConfigError
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for backbone in BACKBONES.values():
+        expected = os.path.join(str(tmp_path), "models", backbone.weights_file)
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            resolve_weights(backbone, "imagenet")
+    with pytest.raises(ConfigError, match="no such file"):
+        resolve_weights(BACKBONES["resnet50"], str(tmp_path / "missing.h5"))
+
+
+def test_imagenet_weights_come_from_the_keras_cache_with_their_hash(tmp_path, monkeypatch):
+    import hashlib
+
+    from longtail.backbones import BACKBONES, resolve_weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    backbone = BACKBONES["efficientnet-b1"]
+    path = tmp_path / "models" / backbone.weights_file
+    path.parent.mkdir()
+    path.write_bytes(b"weights")
+    got, record = resolve_weights(backbone, "imagenet")
+    assert got == str(path)
+    assert record == {"weights": "imagenet", "weights_file": str(path),
+                      "weights_sha256": hashlib.sha256(b"weights").hexdigest()}
+
+
+@pytest.mark.parametrize("text, expected", [("head", ("head", None)), ("all", ("all", None)),
+                                            ("top:3", ("top", 3)), (None, ("head", None))])
+def test_parse_finetune(text, expected):
+    from longtail.backbones import parse_finetune
+
+    assert parse_finetune(text) == expected
+
+
+@pytest.mark.parametrize("text", ["top:0", "top", "top:x", "bottom:2", "al"])
+def test_parse_finetune_refuses_bad_values(text):
+    from longtail.backbones import parse_finetune
+    from longtail.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--finetune must be"):
+        parse_finetune(text)
+
+
+@pytest.mark.slow
+def test_efficientnet_b0_loaded_from_a_file_normalises_with_the_imagenet_std(tmp_path):
+    """Keras' EfficientNet B files hold the ImageNet std as the Normalization
+    variance; loaded by longtail, the input is normalised by the std itself."""
+    import keras
+
+    from longtail.backbones import build_backbone
+
+    source = keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg",
+                                               input_shape=(32, 32, 3))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    norm = next(layer for layer in source.layers if type(layer).__name__ == "Normalization")
+    norm.set_weights([mean, std, np.array(0)])  # as in Keras' ImageNet file
+    path = str(tmp_path / "b0.weights.h5")
+    source.save_weights(path)
+    model, record = build_backbone("efficientnet-b0", (32, 32, 3), path)
+    assert record["weights_file"] == path
+    core = model.layers[-1]  # the keras.applications model inside the wrapper
+    norm = next(layer for layer in core.layers if type(layer).__name__ == "Normalization")
+    probe = keras.Model(core.input, norm.output)
+    images = np.random.default_rng(2).integers(0, 256, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(probe.predict(images, verbose=0), (images / 255 - mean) / std,
+                               rtol=1e-4, atol=1e-4)
