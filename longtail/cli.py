@@ -14,10 +14,10 @@ import sys
 import warnings
 
 from longtail.errors import DataError, LongtailError
+from longtail.options import color_mode_of
 
 __all__ = ["main", "build_parser"]
 
-WEIGHT_STRATEGIES = ("balanced", "inverse", "sqrt", "effective")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,42 +65,28 @@ def _fraction(name):
 
 # ----------------------------------------------------------------- commands
 def cmd_stats(args) -> int:
-    from longtail.weights import class_weights
-
     ds = _open(args)
     if len(ds) == 0:
         raise DataError(f"{args.data}: no samples in any of its {ds.num_classes} classes")
-    counts = ds.class_counts
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zero-count classes: already shown as 0
-        weights = {s: class_weights(ds, s) for s in WEIGHT_STRATEGIES}
-    rows = [
-        {"class": name, "count": int(counts[i]),
-         "share": float(counts[i] / max(counts.sum(), 1)),
-         "weights": {s: weights[s][i] for s in WEIGHT_STRATEGIES}}
-        for i, name in enumerate(ds.class_names)
-    ]
-    summary = {
-        "data": args.data, "kind": ds.kind, "samples": len(ds),
-        "classes": ds.num_classes, "imbalance_ratio": ds.imbalance_ratio,
-        "weighted_rows": ds.weights is not None, "per_class": rows,
-    }
+    summary = {"data": args.data, **ds.describe()}
+    rows = summary["per_class"]
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
+    strategies = list(rows[0]["weights"])
     width = max(5, *(len(r["class"]) for r in rows))
     head = f"{'class':<{width}} {'count':>9} {'share':>7} " + " ".join(
-        f"{s:>9}" for s in WEIGHT_STRATEGIES)
+        f"{s:>9}" for s in strategies)
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['class']:<{width}} {r['count']:>9} {r['share']:>7.2%} " + " ".join(
-            f"{r['weights'][s]:>9.3f}" for s in WEIGHT_STRATEGIES))
+            f"{r['weights'][s]:>9.3f}" for s in strategies))
     print("-" * len(head))
     print(f"{'total':<{width}} {len(ds):>9} {1:>7.0%}")
     print(f"{ds.num_classes} classes, imbalance ratio {ds.imbalance_ratio:.1f} "
           f"(largest / smallest non-empty class)")
-    empty = [n for n, c in zip(ds.class_names, counts) if c == 0]
+    empty = [r["class"] for r in rows if r["count"] == 0]
     if empty:
         print(f"empty classes: {', '.join(empty)}")
     return 0
@@ -221,11 +207,10 @@ def cmd_evaluate(args) -> int:
         raise DataError(f"{args.data}: no samples to evaluate")
     options = (run or {}).get("options", {})
     loader_kw = {"label_mode": "int", "batch_size": args.batch_size, "sampling": "sequential"}
-    if ds.kind != "features":  # files, or a cache (which checks the size)
+    if ds.source.is_image:  # files, or a cache (which checks the size)
         shape = model.inputs[0].shape
         loader_kw["image_size"] = tuple(options.get("image_size") or shape[1:3])
-        loader_kw["color_mode"] = options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(
-            shape[-1], "rgb")
+        loader_kw["color_mode"] = options.get("color_mode") or color_mode_of(shape[-1])
     counts = run["train_counts"] if run else None
     tau = args.posthoc_tau
     if args.tune_tau:
@@ -284,7 +269,7 @@ def cmd_predict(args) -> int:
     text, failed = predict_files(
         model, paths, class_names=names,
         image_size=options.get("image_size") or shape[1:3],
-        color_mode=options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(shape[-1], "rgb"),
+        color_mode=options.get("color_mode") or color_mode_of(shape[-1]),
         priors=run["train_counts"] if run else None, posthoc_tau=args.posthoc_tau,
         top_k=args.top_k, batch_size=args.batch_size)
     if args.out:

@@ -119,7 +119,7 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         durations.append(time.perf_counter() - started)
         target = test_ds if test_ds is not None else Dataset.load(val_path)
         loader_kw = {"label_mode": "int"}
-        if target.kind != "features":
+        if target.source.is_image:
             loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
         report = evaluate(model, target.loader(batch_size=config.batch_size,
                                                sampling="sequential", **loader_kw),

@@ -13,7 +13,6 @@ Every failure raises :class:`longtail.errors.DecodeError` naming the file.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import stat
@@ -26,13 +25,12 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
-from longtail.errors import ConfigError, DecodeError
+from longtail.errors import DecodeError
+from longtail.options import COLOR_MODES, DTYPES, RESIZE_MODES  # noqa: F401 (re-exported)
+from longtail.options import ImageOptions as DecodeOptions
 
 __all__ = ["DecodeOptions", "decode_image", "read_file", "read_image", "sniff_format"]
 
-COLOR_MODES = {"rgb": 3, "grayscale": 1, "rgba": 4}
-RESIZE_MODES = ("stretch", "crop", "pad")
-DTYPES = ("uint8", "float32")
 _PIL_MODE = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
 _JPEG_COLORSPACE = {"rgb": "RGB", "grayscale": "GRAY", "rgba": "RGBA"}
 # EXIF orientation -> the same transposition on an (h, w, c) array (as
@@ -54,67 +52,6 @@ cv2.setNumThreads(0)
 # Downscale factor above which a plain bilinear resize would skip source
 # pixels (aliasing); past it OpenCV's area averaging is used instead.
 _LINEAR_MAX_FACTOR = 2.0
-
-
-def _one_of(name, value, accepted):
-    if value not in accepted:
-        raise ConfigError(
-            f"{name} must be one of {', '.join(accepted)}; got {value!r}"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-    """How to turn a file into an array.
-
-    Args:
-        image_size: ``(height, width)`` of the output, an int for a square, or
-            None to keep each image's own size.
-        color_mode: ``"rgb"`` (3 channels, alpha dropped as Keras does),
-            ``"grayscale"`` (1 channel, ITU-R 601 luma) or ``"rgba"``
-            (4 channels, opaque alpha added where missing).
-        resize: ``"stretch"`` (default, like Keras: ignore the aspect ratio),
-            ``"crop"`` (centre crop to the target aspect ratio, then resize)
-            or ``"pad"`` (resize to fit, centre, pad with zeros).
-        dtype: ``"uint8"`` or ``"float32"``; values stay in 0..255 either
-            way (scaling belongs in the model).
-        max_pixels: refuse images with more pixels than this (decompression
-            bomb guard); None for no limit. Pillow's own limit
-            (``PIL.Image.MAX_IMAGE_PIXELS``) still applies to non-JPEG files.
-    """
-
-    image_size: tuple[int, int] | None = None
-    color_mode: str = "rgb"
-    resize: str = "stretch"
-    dtype: str = "uint8"
-    max_pixels: int | None = 89_478_485
-
-    def __post_init__(self):
-        size = self.image_size
-        if size is not None:
-            if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-                size = (int(size), int(size))
-            ok = (isinstance(size, (tuple, list)) and len(size) == 2 and all(
-                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
-                for s in size))
-            if not ok:
-                raise ConfigError(
-                    "image_size must be None, a positive int or a (height, width) "
-                    f"pair of positive ints; got {self.image_size!r}"
-                )
-            object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
-        _one_of("color_mode", self.color_mode, tuple(COLOR_MODES))
-        _one_of("resize", self.resize, RESIZE_MODES)
-        _one_of("dtype", self.dtype, DTYPES)
-        mp = self.max_pixels
-        if mp is not None and (isinstance(mp, bool) or not isinstance(mp, (int, np.integer))
-                               or mp < 1):
-            raise ConfigError(f"max_pixels must be a positive int or None; got {mp!r}")
-
-    @property
-    def channels(self) -> int:
-        """Number of output channels: 3, 1 or 4."""
-        return COLOR_MODES[self.color_mode]
 
 
 def sniff_format(data: bytes) -> str:

@@ -49,7 +49,7 @@ def collect_inputs(inputs: Sequence[str], extensions=None,
             paths += found
         elif item.lower().endswith((".csv", ".tsv", ".parquet", ".pq")):
             table = Dataset.from_table(item, allow_outside_root=allow_outside_root)
-            if table.kind != "files":
+            if table.relative_paths is None:
                 raise DataError(f"{item}: a manifest for predict needs a path column")
             paths += table.paths.tolist()
         elif os.path.exists(item):

@@ -212,8 +212,11 @@ def test_features_stream_float32_rows():
     ({"epoch_length": 10}, "epoch_length applies to the sampling plans"),
     ({"sampling": "balance"}, "sampling must be one of"),
     ({"shard": (3, 2)}, "shard index"),
-    ({"resize": "fit"}, "resize must be one of stretch, crop, pad"),
+    ({"resize": "fit"}, "`resize` must be one of stretch, crop, pad; got 'fit'"),
+    ({"image_size": "64y48"}, "`image_size` must be N, \"HxW\" or a"),
     ({"batch_size": 100}, "batch_size=100 leaves no batch"),
+    ({"class_weight": [1.0]}, r"`class_weight` must have one weight per class \(3: a, b, c\); "
+                              "got 1 weights"),
 ])
 def test_bad_arguments_are_refused(ds, kw, message):
     args = {"batch_size": 4, "image_size": 8, **kw}

@@ -1,0 +1,214 @@
+"""Checkpoints of a run folder: saving each epoch, resuming, and checking the data.
+
+``checkpoints/epoch-N.keras`` holds the model and optimizer after N finished
+epochs; ``checkpoints/state.json`` names it and holds the history, the random
+state of the model's augmentation layers (which ``.keras`` files leave out)
+and, with early stopping, the patience count and ``best-N.npz``. ``state.json``
+is replaced only after the files it names are on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import time
+
+import numpy as np
+
+from longtail.errors import ConfigError, DataError
+
+__all__ = ["STATE", "check_same_data", "checkpoint_callback", "csv_text", "early_stopping",
+           "fingerprint", "load_weights", "read_json", "remove_stale_checkpoints",
+           "resume_point", "rng_states", "set_rng_states"]
+
+STATE = "state.json"
+_LAST = "last.keras"  # the checkpoint name of runs written before epoch-N.keras
+
+
+def csv_text(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    for row in rows[1:]:
+        keys += [k for k in row if k not in keys]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def rng_states(model) -> list:
+    """The states of the model's seed generators (augmentation, dropout), in order.
+
+    ``model.save`` leaves them out, so a resumed run would redraw the first
+    epoch's augmentations; :func:`train` keeps them in ``state.json``.
+    """
+    return [np.asarray(v.numpy()).tolist() for v in model.variables
+            if v.name == "seed_generator_state"]
+
+
+def set_rng_states(model, states: list, path: str) -> None:
+    variables = [v for v in model.variables if v.name == "seed_generator_state"]
+    if len(variables) != len(states):
+        raise DataError(f"{path}: holds {len(states)} random states but the model has "
+                        f"{len(variables)} seed generators; the checkpoint does not match")
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
+
+
+def early_stopping(patience: int, saved: dict | None = None, best_weights=None):
+    """EarlyStopping on validation balanced accuracy that carries on after a resume.
+
+    ``saved`` (from ``state.json``) and ``best_weights`` restore its patience
+    count, best value and best weights, which a fresh callback would forget.
+    """
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if saved is not None:
+                self.wait, self.best = saved["wait"], saved["best"]
+                self.best_epoch, self.best_weights = saved["best_epoch"], best_weights
+
+    return ResumableEarlyStopping(monitor="val_balanced_accuracy", mode="max",
+                                  patience=patience, restore_best_weights=True)
+
+
+def load_weights(path: str) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def checkpoint_callback(run_dir: str, history_rows: list[dict], early=None):
+    """Saves model + optimizer, then the epoch counter and history, atomically.
+
+    The model goes to a new ``epoch-N.keras`` (and, with early stopping, the
+    best weights so far to ``best-N.npz``); ``state.json`` then names them,
+    and only then are older checkpoints removed. A kill between two steps
+    leaves ``state.json`` naming complete files of its own epoch count.
+    """
+    import keras
+
+    from longtail._io import atomic_path, write_json, write_text
+
+    folder = os.path.join(run_dir, "checkpoints")
+
+    class RunCheckpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch}
+            row.update({k: float(v) for k, v in (logs or {}).items()})
+            row["epoch_seconds"] = time.perf_counter() - self._started
+            history_rows.append(row)
+            name = f"epoch-{epoch + 1}.keras"
+            with atomic_path(os.path.join(folder, name), suffix=".keras") as tmp:
+                self.model.save(tmp)
+            state = {"epochs_done": epoch + 1, "model": name, "rng": rng_states(self.model),
+                     "stopped": bool(self.model.stop_training), "history": history_rows}
+            keep = [name]
+            if early is not None and early.best_weights is not None:
+                best = f"best-{early.best_epoch + 1}.npz"
+                if early.best_epoch == epoch:  # this epoch's weights are the best so far
+                    with atomic_path(os.path.join(folder, best), suffix=".npz") as tmp:
+                        np.savez(tmp, *early.best_weights)
+                state["early_stopping"] = {"wait": early.wait, "best": float(early.best),
+                                           "best_epoch": early.best_epoch, "weights": best}
+                keep.append(best)
+            write_json(os.path.join(folder, STATE), state)
+            write_text(os.path.join(run_dir, "history.csv"), csv_text(history_rows))
+            remove_stale_checkpoints(folder, keep=keep)
+
+    return RunCheckpoint()
+
+
+def remove_stale_checkpoints(folder: str, keep=()) -> None:
+    """Removes checkpoints not named in ``keep``, and temp files a kill left behind."""
+    from longtail._io import remove_stale_temps
+
+    for path in glob.glob(os.path.join(folder, "epoch-*.keras")) + glob.glob(
+            os.path.join(folder, "best-*.npz")) + [os.path.join(folder, _LAST)]:
+        if os.path.basename(path) not in keep and os.path.exists(path):
+            os.remove(path)
+    remove_stale_temps(folder)
+
+
+def fingerprint(ds) -> str:
+    """A digest of a dataset's index: class names, labels, paths or rows, weights.
+
+    It tells whether a resumed run sees the data it started with; files
+    edited in place under the same name are not detected. Paths count as
+    ``Dataset.save`` stores them, so a validation Dataset object matches the
+    val.parquet a resumed run reopens.
+    """
+    ds = ds._rooted()
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([ds.kind, ds.class_names]).encode())
+    digest.update(np.ascontiguousarray(ds.labels, dtype="<i4").tobytes())
+    if ds.features is not None:
+        digest.update(np.ascontiguousarray(ds.features, dtype="<f4").tobytes())
+    if ds.relative_paths is not None:
+        digest.update(_string_bytes(ds.relative_paths))
+    if ds.weights is not None:
+        digest.update(np.ascontiguousarray(ds.weights, dtype="<f4").tobytes())
+    if ds.cache_rows is not None:
+        digest.update(np.ascontiguousarray(ds.cache_rows, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _string_bytes(array) -> bytes:
+    """An Arrow string array as its offsets and characters (no per-string loop)."""
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
+    offsets = offsets[array.offset:array.offset + len(array) + 1].astype("<i8")
+    chars = memoryview(array.buffers()[2] or b"")[offsets[0]:offsets[-1]]
+    return (offsets - offsets[0]).tobytes() + bytes(chars)
+
+
+def read_json(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a valid {what} ({e}); start a new run in another "
+                        "folder") from e
+
+
+def resume_point(out: str | None) -> tuple[dict, dict | None]:
+    """``config.json`` and ``checkpoints/state.json`` (None before the first epoch ended)."""
+    if out is None:
+        raise ConfigError("--resume needs the run folder (--out) to continue")
+    if not os.path.isdir(out):
+        raise ConfigError(f"--resume: {out}: no such run folder; start the run without --resume")
+    config_path = os.path.join(out, "config.json")
+    if not os.path.exists(config_path):
+        raise ConfigError(f"--resume: {out} holds no run (no config.json: it was stopped "
+                          "before training began); start it again without --resume")
+    run_config = read_json(config_path, "run config")
+    state_path = os.path.join(out, "checkpoints", STATE)
+    state = read_json(state_path, "checkpoint state") if os.path.exists(state_path) else None
+    return run_config, state
+
+
+def check_same_data(out: str, run_config: dict, train_ds, val_ds) -> None:
+    saved = run_config.get("data_fingerprint")
+    if saved is None:  # a run folder written before fingerprints
+        return
+    now = {"train": fingerprint(train_ds), "val": fingerprint(val_ds)}
+    if now != saved:
+        then = f"{sum(run_config['train_counts'])} + {sum(run_config['val_counts'])}"
+        raise DataError(
+            f"--resume: the data has changed since the run in {out} started ({then} training "
+            f"+ validation samples then, {len(train_ds)} + {len(val_ds)} now, or other files "
+            "or labels); resume with the same DATA, or start a new run in another folder")

@@ -1,0 +1,396 @@
+"""``lt.train`` and ``longtail train``: from DATA to a trained model and a run folder.
+
+The run folder holds ``config.json`` (every resolved option), ``history.csv``,
+``model.keras``, ``metrics.json`` (validation split, DESIGN.md schema),
+``report.html`` with its PNG plots, and ``checkpoints/`` (for ``--resume``:
+``epoch-N.keras``, the model and optimizer after N finished epochs, and
+``state.json``, which names that file and holds the history and the random
+state of the model's augmentation layers, which ``.keras`` files leave out;
+with early stopping also ``best-N.npz``, the best weights so far, and the
+patience count). Every file is written atomically, so a run killed at any
+point leaves either the previous complete file or the new one, never half of
+one; ``state.json`` is replaced only after the files it names are on disk.
+A resumed run repeats the uninterrupted run exactly (same seed, same data,
+same machine and backend); ``--resume`` refuses data whose index changed, and
+does nothing for a finished run (``state.json`` says ``finished``). See
+docs/reliability.md, "Kill tests".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+
+import numpy as np
+
+from longtail.errors import ConfigError, DataError
+from longtail.options import channels_of
+from longtail.training import checkpoint as ckpt
+from longtail.training.config import TrainConfig, TrainResult
+
+__all__ = ["train"]
+
+
+def _open_data(config: TrainConfig, data, val_data):
+    from longtail.dataset import Dataset
+
+    ds = Dataset.open(data, **config.data_options)
+    if (ds.class_counts > 0).sum() < 2:
+        raise DataError(f"{data}: found {(ds.class_counts > 0).sum()} class with samples; "
+                        "at least 2 are needed")
+    if val_data is not None:
+        val = val_data if isinstance(val_data, Dataset) else Dataset.open(
+            val_data, **config.data_options, class_names=ds.class_names)
+        if val.class_names != ds.class_names:
+            raise DataError(f"{config.val}: classes {val.class_names} differ from the "
+                            f"training classes {ds.class_names}")
+        return ds, val
+    train_ds, val_ds = ds.split(val=config.val_split, seed=config.seed)
+    return train_ds, val_ds
+
+
+def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
+    import keras
+
+    from longtail.models import build_model, load_user_model, resolve_augment
+
+    counts = train_ds.class_counts
+    k = train_ds.num_classes
+    bias = strategy.output_bias(counts, config.strategy_params)
+    if config.model and (config.model.endswith(".keras") or os.path.sep in config.model):
+        model = load_user_model(config.model, k)
+    else:
+        name = config.model or train_ds.source.default_model
+        if not train_ds.source.is_image:
+            features = train_ds.features
+            model = build_model(name, (features.shape[1],), k, output_bias=bias,
+                                seed=config.seed, mean=features.mean(axis=0),
+                                variance=np.maximum(features.var(axis=0), 1e-12))
+        else:  # image files or a cache of decoded images
+            model = build_model(name, (*config.image_size, channels_of(config.color_mode)), k,
+                                output_bias=bias,
+                                seed=config.seed, augment=resolve_augment(config.augment))
+    total = config.epochs * steps_per_epoch
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(total, 1), warmup_target=None)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    loss = strategy.loss(counts, config.strategy_params)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
+          callbacks: list | None = None, cluster=None, **options) -> TrainResult:
+    """Trains a classifier on DATA with a balancing strategy.
+
+    Args:
+        data: Any DATA form (folder, table, manifest, or a Dataset).
+        out: Run folder; None trains without writing files.
+        resume: Continue the run in ``out`` from its last checkpoint (its
+            ``config.json`` options are used) to the planned epochs.
+        verbose: Keras verbosity (``"auto"``, 0, 1 or 2).
+        callbacks: Extra Keras callbacks, run after longtail's own (so they
+            see ``val_balanced_accuracy`` and ``val_macro_f1``).
+        cluster: With ``distribute=True``, the multi-process job to join: a
+            :class:`longtail.distribute.Cluster` or a dict with
+            ``coordinator``, ``num_processes``, ``process_id``; unset fields
+            come from the environment (see :mod:`longtail.distribute`).
+        **options: :class:`TrainConfig` fields: ``balance`` (none,
+            class-weight, effective-weight, resample, sqrt-resample, focal,
+            logit-adjust, balanced-softmax, ldam-drw), ``epochs``,
+            ``batch_size``, ``image_size`` (N, "HxW" or a pair), ``color_mode``
+            (rgb, grayscale, rgba), ``model`` (small-cnn, resnet, mlp or a
+            .keras path), ``augment`` ("flip,crop", "crop", "none"),
+            ``val_split`` or ``val`` (DATA), ``label_mode`` (int,
+            categorical), ``seed``, ``learning_rate``, ``weight_decay``,
+            ``schedule`` (cosine, constant), ``early_stopping`` (patience in
+            epochs on validation balanced accuracy), ``tau``, ``gamma``,
+            ``beta``, ``drw_epoch``, ``num_workers``, ``data_options``
+            (``label_column``, ``path_column``, ``weight_column``, ...), and
+            ``distribute`` (JAX backend: data parallel over every device of
+            every process; ``batch_size`` is then per process, and only
+            process 0 writes ``out``; see docs/scaling.md).
+
+    Returns:
+        A :class:`TrainResult` with the model, history and validation metrics.
+
+    Example:
+        >>> result = train("photos/", "runs/lt", balance="logit-adjust",
+        ...                epochs=5)  # doctest: +SKIP
+    """
+    # Refusals come before Keras is imported, in a fraction of a second.
+    config, saved_config, state = _starting_point(out, resume, options)
+    if state is not None and state.get("finished"):
+        return _finished_run(out, saved_config, state)
+
+    import keras
+
+    from longtail.strategies import resolve_strategy
+
+    placement = _placement(config, cluster)
+    keras.utils.set_random_seed(config.seed)
+    strategy = resolve_strategy(config.balance)
+    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
+    train_loader, val_loader = _loaders(config, train_ds, val_ds, strategy, placement)
+    if resume:
+        ckpt.check_same_data(out, saved_config, train_ds, val_ds)
+    model, initial_epoch, history_rows, best_weights = _model(
+        config, out, state, train_ds, strategy, len(train_loader))
+    run_config = _run_config(config, data, strategy, train_ds, val_ds, len(train_loader),
+                             placement)
+    if placement is not None and placement.process_id != 0:
+        out = None  # process 0 writes the run folder
+    if out is not None and not resume:
+        _start_folder(out, val_ds, run_config)
+
+    early = None
+    if config.early_stopping:
+        early = ckpt.early_stopping(config.early_stopping,
+                                    state.get("early_stopping") if state else None,
+                                    best_weights)
+    callbacks = _callbacks(config, out, strategy, train_ds, val_loader, placement, early,
+                           history_rows) + list(callbacks or [])
+    started = time.perf_counter()
+    fit_history = _fit(model, config, train_loader, val_loader, callbacks, state,
+                       initial_epoch, best_weights, placement, verbose)
+    seconds = time.perf_counter() - started
+    if placement is not None:
+        model = placement.local_model(model)  # one-device copy; the distribution ends
+
+    report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds)
+    _warn_unreadable(train_loader, val_loader)
+    if out is not None:
+        _finish_run(out, model, report, run_config, history_rows)
+    if placement is not None:
+        placement.barrier("longtail: run folder written")  # process 0 may still write
+    history = {k: [float(v) for v in values] for k, values in fit_history.items()}
+    if out is not None:  # the whole run, epochs before a resume included
+        history = _history_dict(history_rows)
+    return TrainResult(model, history, metrics, out, run_config)
+
+
+def _starting_point(out, resume: bool, options: dict):
+    """The run's config, and with ``resume`` its saved config.json and state.json."""
+    if resume:
+        saved_config, state = ckpt.resume_point(out)
+        if state is not None and state.get("finished"):
+            return None, saved_config, state
+        return TrainConfig.from_json(saved_config["options"]), saved_config, state
+    val_data = options.get("val")
+    if val_data is not None and not isinstance(val_data, (str, os.PathLike)):
+        options = dict(options, val=repr(val_data))  # config.json keeps a description
+    config = TrainConfig(**options)
+    if out is not None and os.path.exists(os.path.join(out, "config.json")):
+        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
+                          "it, or choose another folder")
+    return config, None, None
+
+
+def _placement(config: TrainConfig, cluster):
+    """With ``distribute``, joins the job (before any JAX work and any model)."""
+    if not config.distribute:
+        return None
+    from longtail.distribute import setup
+
+    return setup(cluster, batch_size=config.batch_size)
+
+
+def _data(config: TrainConfig, data, out, resume: bool, val_data):
+    """Opens the training and validation data; a cache fixes the image size."""
+    if resume:
+        val_data = config.val
+        if val_data is not None and not os.path.exists(val_data):
+            # val was an in-memory Dataset (config.json holds its description):
+            # the run saved it as val.parquet when it started.
+            val_data = os.path.join(out, "val.parquet")
+    train_ds, val_ds = _open_data(config, data, val_data)
+    fixed = train_ds.source.image_size
+    if fixed is not None and tuple(config.image_size) != fixed:
+        # A cache holds one image size: train at it rather than fail on the shape.
+        warnings.warn(f"{data}: the cache holds {fixed} images; training "
+                      f"at that size instead of image_size {config.image_size}", stacklevel=3)
+        config = dataclasses.replace(config, image_size=fixed)
+    return config, train_ds, val_ds
+
+
+def _loaders(config: TrainConfig, train_ds, val_ds, strategy, placement):
+    """The training loader (the strategy's sampling, this process's shard) and validation's."""
+    loader_kw = dict(label_mode=config.label_mode, num_workers=config.num_workers)
+    if train_ds.source.is_image:
+        loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
+    batch_size = config.batch_size
+    if placement is not None and len(train_ds) < batch_size * placement.num_processes:
+        # Each process takes its shard of the plan; a smaller batch would also
+        # have to split evenly over its devices, so say what to change instead.
+        raise ConfigError(
+            f"the training data has {len(train_ds)} samples, fewer than one global batch "
+            f"(batch_size {batch_size} x {placement.num_processes} processes); lower "
+            "--batch-size")
+    if len(train_ds) < batch_size:
+        warnings.warn(f"the training data has {len(train_ds)} samples, fewer than "
+                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=3)
+        batch_size = len(train_ds)
+    train_loader = train_ds.loader(
+        batch_size=batch_size, sampling=strategy.sampling,
+        class_weight=strategy.class_weight, seed=config.seed,
+        shard=placement.shard if placement else (0, 1), **loader_kw)
+    val_loader = val_ds.loader(batch_size=config.batch_size, sampling="sequential",
+                               **loader_kw)
+    if placement is not None:  # the global plan needs the same data everywhere
+        placement.check_same("data", train_ds.labels, val_ds.labels)
+    return train_loader, val_loader
+
+
+def _model(config: TrainConfig, out, state, train_ds, strategy, steps_per_epoch: int):
+    """A new compiled model, or the checkpoint ``state`` names with its epoch and history.
+
+    Returns ``(model, initial_epoch, history_rows, best_weights)``.
+    """
+    if state is None:
+        return _build(config, train_ds, strategy, steps_per_epoch), 0, [], None
+    from longtail.models import load_model
+
+    checkpoint = os.path.join(out, "checkpoints", state.get("model", ckpt._LAST))
+    if not os.path.exists(checkpoint):
+        raise DataError(f"--resume: {checkpoint}: the checkpoint named by state.json is "
+                        "missing; start a new run in another folder")
+    model = load_model(checkpoint)
+    if "rng" in state:  # absent from runs written before it was kept
+        ckpt.set_rng_states(model, state["rng"], checkpoint)
+    best_weights = None
+    if state.get("early_stopping"):
+        best_weights = ckpt.load_weights(os.path.join(out, "checkpoints",
+                                                      state["early_stopping"]["weights"]))
+    return model, state["epochs_done"], state["history"], best_weights
+
+
+def _run_config(config: TrainConfig, data, strategy, train_ds, val_ds, steps_per_epoch: int,
+                placement) -> dict:
+    """What ``config.json`` holds: the options, the data it saw, and the software."""
+    import keras
+
+    run_config = {
+        "options": config.to_json(), "data": str(data), "strategy": strategy.name,
+        "class_names": train_ds.class_names, "train_counts": train_ds.class_counts.tolist(),
+        "val_counts": val_ds.class_counts.tolist(), "priors": train_ds.priors.tolist(),
+        "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
+        "steps_per_epoch": steps_per_epoch,
+        "data_fingerprint": {"train": ckpt.fingerprint(train_ds),
+                             "val": ckpt.fingerprint(val_ds)},
+    }
+    if placement is not None:
+        run_config["distributed"] = {
+            "processes": placement.num_processes, "devices": placement.devices,
+            "global_batch_size": placement.global_batch(config.batch_size)}
+    return run_config
+
+
+def _start_folder(out: str, val_ds, run_config: dict) -> None:
+    """Creates the run folder with ``val.parquet`` and, last, ``config.json``."""
+    from longtail._io import write_json
+
+    os.makedirs(out, exist_ok=True)
+    val_ds.save(os.path.join(out, "val.parquet"))  # for evaluate --tune-tau
+    write_json(os.path.join(out, "config.json"), run_config)
+
+
+def _callbacks(config: TrainConfig, out, strategy, train_ds, val_loader, placement, early,
+               history_rows: list[dict]) -> list:
+    """longtail's callbacks in order: metrics, strategy, early stopping, checkpoint."""
+    from longtail.callbacks import PerClassMetrics
+
+    callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
+    if placement is not None:  # validation on this process's undistributed copy
+        callbacks = [placement.validation(callbacks, val_loader)]
+    if strategy.callbacks is not None:
+        callbacks += strategy.callbacks(train_ds.class_counts, config.epochs,
+                                        config.strategy_params)
+    if early is not None:
+        callbacks.append(early)
+    if out is not None:
+        checkpoint = ckpt.checkpoint_callback(out, history_rows, early)
+        callbacks.append(checkpoint if placement is None else placement.on_one_device(checkpoint))
+    return callbacks
+
+
+def _fit(model, config: TrainConfig, train_loader, val_loader, callbacks, state,
+         initial_epoch: int, best_weights, placement, verbose) -> dict:
+    """Runs the remaining epochs; returns Keras' history of this call."""
+    if hasattr(train_loader, "set_epoch"):
+        train_loader.set_epoch(initial_epoch)
+    if state is not None and (state.get("stopped") or initial_epoch >= config.epochs):
+        if best_weights is not None:  # as EarlyStopping did when training ended
+            model.set_weights(best_weights)
+        return {}
+    return model.fit(train_loader, epochs=config.epochs,
+                     validation_data=val_loader if placement is None else None,
+                     initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
+
+
+def _evaluate(model, train_ds, val_loader, history_rows: list[dict], seconds: float):
+    """The validation report and its metrics dict, with the training time."""
+    from longtail.evaluation import evaluate
+
+    report = evaluate(model, val_loader, class_names=train_ds.class_names,
+                      train_counts=train_ds.class_counts.tolist())
+    metrics = report.to_dict()
+    metrics["train_seconds"] = seconds if not history_rows else float(
+        sum(row.get("epoch_seconds", 0.0) for row in history_rows))  # resumed runs included
+    return report, metrics
+
+
+def _warn_unreadable(train_loader, val_loader) -> None:
+    """One warning that counts and lists the files the loaders skipped."""
+    unreadable = {e.path: e for loader in (train_loader, val_loader)
+                  for e in getattr(loader, "errors", ())}
+    if unreadable:
+        shown = "; ".join(str(e) for e in list(unreadable.values())[:5])
+        warnings.warn(f"{len(unreadable)} unreadable files were skipped (training drew "
+                      "another sample of the same class; validation metrics leave them "
+                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=3)
+
+
+def _history_dict(history_rows: list[dict]) -> dict:
+    """history.csv's rows as Keras' ``History.history``: one list per column."""
+    history = {}
+    for row in history_rows:
+        for key, value in row.items():
+            history.setdefault(key, []).append(value)
+    return history
+
+
+def _finish_run(out: str, model, report, run_config: dict, history_rows: list[dict]) -> None:
+    """Writes model, metrics, history and report, then marks the run finished."""
+    from longtail._io import atomic_path, remove_stale_temps, write_json, write_text
+    from longtail.report import write_report
+
+    with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+        model.save(tmp)
+    report.save(out)
+    history_csv = os.path.join(out, "history.csv")
+    if history_rows:  # a kill may have come between state.json and history.csv
+        write_text(history_csv, ckpt.csv_text(history_rows))
+    write_report(out, report.to_dict(),
+                 history_csv=history_csv if os.path.exists(history_csv) else None,
+                 config=run_config, train_counts=run_config["train_counts"],
+                 title=f"longtail run: {run_config['strategy']}")
+    folder = os.path.join(out, "checkpoints")
+    write_json(os.path.join(folder, ckpt.STATE),
+               {"finished": True, "epochs_done": len(history_rows), "history": history_rows})
+    ckpt.remove_stale_checkpoints(folder)
+    remove_stale_temps(out)
+
+
+def _finished_run(out: str, run_config: dict, state: dict) -> TrainResult:
+    """``--resume`` of a finished run: nothing to do; the result as written."""
+    from longtail.models import load_model
+
+    warnings.warn(f"{out}: the run is already finished ({state['epochs_done']} epochs); "
+                  "nothing to resume", stacklevel=3)
+    metrics = ckpt.read_json(os.path.join(out, "metrics.json"), "metrics file")
+    return TrainResult(load_model(os.path.join(out, "model.keras")),
+                       _history_dict(state["history"]), metrics, out, run_config)
