@@ -208,6 +208,7 @@ def _correct_efficientnet_variance(model) -> None:
     values = norm.get_weights()  # mean, variance, count
     values[1] = values[1] * np.array([0.229, 0.224, 0.225], dtype=values[1].dtype)
     norm.set_weights(values)
+    norm.finalize_state()  # the layer computes with tensors made from its variables
 
 
 def parse_finetune(finetune: str | None) -> tuple[str, int | None]:
