@@ -244,3 +244,69 @@ def test_efficientnet_b0_loaded_from_a_file_normalises_with_the_imagenet_std(tmp
     images = np.random.default_rng(2).integers(0, 256, (1, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(probe.predict(images, verbose=0), (images / 255 - mean) / std,
                                rtol=1e-4, atol=1e-4)
+
+
+# --- training a backbone -----------------------------------------------------
+
+@pytest.fixture
+def tiny_images(tmp_path):
+    from conftest import make_images
+
+    train = make_images(tmp_path / "train", (12, 6, 4), size=32, seed=0)
+    val = make_images(tmp_path / "val", (4, 4, 4), size=32, seed=1)
+    return train, val
+
+
+BACKBONE_RUN = dict(model="efficientnet-lite0", weights="none", image_size=32, batch_size=8,
+                    augment="none", epochs=3, finetune="top:2", head_epochs=1, verbose=0)
+
+
+@pytest.mark.slow
+def test_finetune_trains_the_head_then_the_top_blocks_and_resumes_exactly(tiny_images, tmp_path):
+    import json
+
+    import keras
+
+    import longtail as lt
+
+    train, val = tiny_images
+    whole = lt.train(train, tmp_path / "whole", val=val, **BACKBONE_RUN)
+    record = json.loads((tmp_path / "whole" / "config.json").read_text())["backbone"]
+    assert record["backbone"] == "efficientnet-lite0" and record["weights"] == "none"
+    assert record["schedule"]["head_epochs"] == 1 and record["schedule"]["finetune_epochs"] == 2
+    backbone = whole.model.get_layer("backbone")
+    open_layers = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert any(name.startswith("_blocks_15_") for name in open_layers)
+    assert any(name.startswith("_blocks_14_") for name in open_layers)
+    assert not any(name.startswith("_blocks_13_") for name in open_layers)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:  # in the fine-tuning stage; epochs 0 and 1 are checkpointed
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lt.train(train, tmp_path / "cut", val=val, callbacks=[Stop()], **BACKBONE_RUN)
+    resumed = lt.train(train, tmp_path / "cut", resume=True, verbose=0)
+    assert len(resumed.history["loss"]) == 3
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_train_without_the_weights_file_exits_2_naming_it(tiny_images, tmp_path):
+    import subprocess
+    import sys
+
+    train, _ = tiny_images
+    env = dict(os.environ, KERAS_BACKEND="jax", KERAS_HOME=str(tmp_path / "kh"),
+               PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-m", "longtail.cli", "train", train, "--out",
+                             str(tmp_path / "run"), "--model", "resnet50", "--image-size", "32",
+                             "--batch-size", "8"],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    expected = os.path.join(str(tmp_path / "kh"), "models",
+                            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "config.json").exists()
