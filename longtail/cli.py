@@ -152,6 +152,7 @@ def _train_options(args) -> dict:
     return dict(
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         color_mode=args.color_mode, model=args.model, augment=args.augment,
+        weights=args.weights, finetune=args.finetune, head_epochs=args.head_epochs,
         val_split=args.val_split, val=args.val, label_mode=args.label_mode, seed=args.seed,
         learning_rate=args.learning_rate, early_stopping=args.early_stopping, tau=args.tau,
         gamma=args.gamma, beta=args.beta, drw_epoch=args.drw_epoch,
@@ -450,6 +451,18 @@ COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": c
             "cache": cmd_cache, "adapt": cmd_adapt}
 
 
+def _add_backbone_options(p: argparse.ArgumentParser) -> None:
+    from longtail.backbones import BACKBONES, FINETUNE_HELP
+
+    p.add_argument("--weights", default=None, metavar="imagenet|PATH|none",
+                   help="weights of a pretrained --model (" + ", ".join(BACKBONES) + "): "
+                        "imagenet (default; from $KERAS_HOME/models, never downloaded), a "
+                        "weights file, or none")
+    p.add_argument("--finetune", default="head", metavar="head|top:N|all", help=FINETUNE_HELP)
+    p.add_argument("--head-epochs", type=int, default=None,
+                   help="with --finetune top:N or all: epochs of the head stage (default half)")
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from longtail.strategies import STRATEGIES
 
@@ -461,7 +474,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
     p.add_argument("--model", default=None,
                    help="small-cnn (default for images), resnet, mlp (default for tables), "
-                        "or a .keras file")
+                        "a pretrained backbone (see --weights) or a .keras file")
+    _add_backbone_options(p)
     p.add_argument("--augment", default="flip,crop",
                    help="comma-separated flip, crop, or none (default flip,crop)")
     p.add_argument("--val-split", type=_fraction("val-split"), default=0.2,

@@ -26,6 +26,9 @@ class TrainConfig:
     image_size: tuple[int, int] | None = (64, 64)
     color_mode: str = "rgb"
     model: str | None = None
+    weights: str | None = None  # pretrained backbones: imagenet (default), none or a file
+    finetune: str = "head"  # pretrained backbones: head, top:N or all
+    head_epochs: int | None = None  # pretrained backbones: epochs before fine-tuning
     augment: str = "flip,crop"
     val_split: float = 0.2
     val: str | None = None
@@ -75,6 +78,9 @@ class TrainConfig:
         from longtail.models import resolve_augment
 
         resolve_augment(self.augment)
+        from longtail.backbones import parse_finetune
+
+        parse_finetune(self.finetune)
 
     @property
     def strategy_params(self) -> dict:

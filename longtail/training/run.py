@@ -52,7 +52,14 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
     counts = train_ds.class_counts
     k = train_ds.num_classes
     bias = strategy.output_bias(counts, config.strategy_params)
-    if config.model and (config.model.endswith(".keras") or os.path.sep in config.model):
+    from longtail.backbones.schedule import build_backbone_model, is_backbone
+
+    if is_backbone(config.model):
+        if not train_ds.source.is_image:
+            raise ConfigError(f"--model {config.model} takes images; the data holds "
+                              "feature rows (use mlp, the default for tables)")
+        model = build_backbone_model(config, k, bias)
+    elif config.model and (config.model.endswith(".keras") or os.path.sep in config.model):
         model = load_user_model(config.model, k)
     else:
         name = config.model or train_ds.source.default_model
@@ -332,6 +339,10 @@ def _run_config(config: TrainConfig, data, strategy, train_ds, val_ds, steps_per
         "data_fingerprint": {"train": ckpt.fingerprint(train_ds),
                              "val": ckpt.fingerprint(val_ds)},
     }
+    from longtail.backbones.schedule import backbone_run_record, is_backbone
+
+    if is_backbone(config.model):
+        run_config["backbone"] = backbone_run_record(config)
     if placement is not None:
         run_config["distributed"] = {
             "processes": placement.num_processes, "devices": placement.devices,
@@ -377,6 +388,12 @@ def _fit(model, config: TrainConfig, train_loader, val_loader, callbacks, state,
         if best_weights is not None:  # as EarlyStopping did when training ended
             model.set_weights(best_weights)
         return {}
+    from longtail.backbones.schedule import fit_in_stages, is_backbone
+
+    if is_backbone(config.model):  # head stage, then fine-tuning (resumable in either)
+        return fit_in_stages(model, config, train_loader, initial_epoch, callbacks=callbacks,
+                             validation_data=val_loader if placement is None else None,
+                             verbose=verbose)
     return model.fit(train_loader, epochs=config.first_epochs,
                      validation_data=val_loader if placement is None else None,
                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
