@@ -327,11 +327,22 @@ def balance_weights(model, ctx: StageContext, params: WeightBalancingParams) -> 
     return info, rows
 
 
-def _set_trainable(container, keep) -> dict:
-    """Freezes every layer but ``keep``; returns the flags to restore."""
-    before = {}
+def _all_layers(container):
+    """Every layer inside ``container``, nested ones included, parents first."""
     for layer in container.layers:
-        before[id(layer)] = (layer, layer.trainable)
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _set_trainable(container, keep) -> dict:
+    """Freezes every layer but ``keep``; returns every nested layer's flag to restore.
+
+    Restored parents first, so a backbone's partly frozen blocks come back as
+    they were (setting a nested model's flag sets its layers' flags too).
+    """
+    before = {id(layer): (layer, layer.trainable) for layer in _all_layers(container)}
+    for layer in container.layers:
         layer.trainable = layer is keep
     return before
 

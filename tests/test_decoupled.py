@@ -329,3 +329,25 @@ def test_compare_runs_the_classifier_methods_on_a_feature_table(tmp_path):
         config = json.loads((tmp_path / "cmp" / s["strategy"] / "config.json").read_text())
         assert config["second_stage"]["method"] == s["strategy"]
         assert 0.0 <= s["metrics"]["balanced_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_crt_after_fine_tuning_a_backbone(tmp_path):
+    """The backbone's head/fine-tune schedule spans stage 1; stage 2 trains the logits only."""
+    from conftest import make_images
+
+    train = make_images(tmp_path / "train", (12, 6, 4), size=32, seed=0)
+    val = make_images(tmp_path / "val", (4, 4, 4), size=32, seed=1)
+    probe = _Probe()
+    result = lt.train(train, tmp_path / "run", val=val, balance="crt", model="efficientnet-lite0",
+                      weights="none", image_size=32, batch_size=8, augment="none", epochs=4,
+                      finetune="top:2", head_epochs=1, callbacks=[probe], verbose=0)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["backbone"]["schedule"]["finetune_epochs"] == 2  # 1 + 2 = stage 1's 3
+    assert config["second_stage"]["stage2_epochs"] == 1
+    assert len(result.history["loss"]) == 4
+    assert probe.starts[-1]["trainable"] == ["logits/bias", "logits/kernel"]
+    backbone = result.model.get_layer("backbone")  # the fine-tuned blocks' flags come back
+    open_layers = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert any(name.startswith("_blocks_15_") for name in open_layers)
+    assert not any(name.startswith("_blocks_13_") for name in open_layers)

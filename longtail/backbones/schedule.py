@@ -3,7 +3,9 @@
 ``--finetune head`` trains only the new head for every epoch. ``top:N`` and
 ``all`` train the head alone for the first ``head_epochs`` (default half the
 epochs, at least one), then open the top N blocks (or every layer) and train
-on at a tenth of the learning rate with a fresh optimizer. Both stages are
+on at a tenth of the learning rate with a fresh optimizer. (With a two-stage
+strategy, ``crt`` or ``weight-balancing``, this schedule spans its first
+stage's epochs.) Both stages are
 checkpointed like any run: ``model.keras`` keeps the layers' trainable flags
 and the stage's optimizer, so ``--resume`` continues either stage exactly,
 and a run resumed during the head stage switches at the same epoch as the
@@ -30,10 +32,10 @@ def head_epochs(config) -> int:
     """Epochs of the head-only stage: all of them for ``head``, else half (>= 1)."""
     mode, _ = parse_finetune(config.finetune)
     if mode == "head":
-        return config.epochs
+        return config.first_epochs
     if config.head_epochs is not None:
-        return min(config.head_epochs, config.epochs)
-    return max(1, config.epochs // 2)
+        return min(config.head_epochs, config.first_epochs)
+    return max(1, config.first_epochs // 2)
 
 
 def build_backbone_model(config, num_classes: int, output_bias):
@@ -55,7 +57,7 @@ def backbone_run_record(config) -> dict:
     first = head_epochs(config)
     return {"backbone": config.model, **weights,
             "schedule": {"finetune": config.finetune or "head", "head_epochs": first,
-                         "finetune_epochs": config.epochs - first,
+                         "finetune_epochs": config.first_epochs - first,
                          "finetune_learning_rate": config.learning_rate * FINETUNE_LR_SCALE,
                          "batchnorm": "inference mode in every stage"}}
 
@@ -66,11 +68,11 @@ def _open_backbone(model, config, steps_per_epoch: int) -> None:
 
     set_trainable_blocks(model.get_layer("backbone"), config.model, config.finetune)
     lr = config.learning_rate * FINETUNE_LR_SCALE
-    steps = (config.epochs - head_epochs(config)) * steps_per_epoch
+    steps = (config.first_epochs - head_epochs(config)) * steps_per_epoch
     if config.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1))
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr,
-                                                   weight_decay=config.weight_decay),
+                                                   weight_decay=config.first_weight_decay),
                   loss=model.loss, metrics=["accuracy"])
 
 
@@ -88,14 +90,14 @@ def fit_in_stages(model, config, train_loader, initial_epoch: int, **fit_kwargs)
         if model.stop_training:  # early stopping ended the run in the head stage
             return history
         initial_epoch = first
-    if initial_epoch == first < config.epochs:
+    if initial_epoch == first < config.first_epochs:
         # The checkpoint of epoch `first` was written in the head stage, so a
         # run resumed there opens the backbone as the uninterrupted run did.
         _open_backbone(model, config, len(train_loader))
-    if initial_epoch < config.epochs:
+    if initial_epoch < config.first_epochs:
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(initial_epoch)
-        fit = model.fit(train_loader, epochs=config.epochs, initial_epoch=initial_epoch,
+        fit = model.fit(train_loader, epochs=config.first_epochs, initial_epoch=initial_epoch,
                         **fit_kwargs)
         for key, values in fit.history.items():
             history.setdefault(key, []).extend(values)

@@ -102,6 +102,14 @@ class TrainConfig:
 
         return resolve_strategy(self.balance).stages(self.epochs, self.strategy_record)[0]
 
+    @property
+    def first_weight_decay(self) -> float:
+        """Weight decay of ``fit``: the run's, unless the strategy's record sets its own."""
+        from longtail.strategies import resolve_strategy
+
+        return resolve_strategy(self.balance).first_weight_decay(self.weight_decay,
+                                                                 self.strategy_record)
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["image_size"] = None if self.image_size is None else list(self.image_size)

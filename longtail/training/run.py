@@ -77,8 +77,7 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
     if config.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(total, 1), warmup_target=None)
-    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=strategy.first_weight_decay(
-        config.weight_decay, config.strategy_record))
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.first_weight_decay)
     loss = strategy.loss(counts, config.strategy_params)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
