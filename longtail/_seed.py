@@ -7,16 +7,20 @@ start-up log lines (``docs/performance.md``). :func:`seed_everything` does
 what that function does for Python, NumPy, Keras' global seed and the torch
 backend, and seeds TensorFlow only when TensorFlow is the backend or is
 already imported (a ``tf.data`` pipeline in the same process).
+
+Saving a model has the same import inside Keras;
+:func:`tensorflow_left_unloaded` scopes it away.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 
 import numpy as np
 
-__all__ = ["seed_everything"]
+__all__ = ["seed_everything", "tensorflow_left_unloaded"]
 
 
 def seed_everything(seed: int) -> None:
@@ -66,3 +70,39 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def tensorflow_left_unloaded():
+    """Keeps Keras from importing TensorFlow only to rule out TensorFlow objects.
+
+    Keras' model saving asks ``isinstance(obj, tf.TensorShape)`` (and
+    ``tf.DType``, ``tf.TypeSpec``) of every value it serialises, through a
+    lazy module that imports TensorFlow on first use when it is installed.
+    While TensorFlow is not imported no value can be one of its objects, so
+    inside this block Keras is told TensorFlow is unavailable: the saved file
+    is the same, without the import. Nothing changes when TensorFlow is the
+    backend or already imported.
+
+    Example:
+        >>> with tensorflow_left_unloaded():  # doctest: +SKIP
+        ...     model.save("model.keras")
+    """
+    import keras
+
+    if "tensorflow" in sys.modules or keras.backend.backend() == "tensorflow":
+        yield
+        return
+    try:
+        from keras.src.utils import module_utils
+
+        lazy = module_utils.tensorflow
+        previous = lazy._available
+    except (ImportError, AttributeError):  # Keras moved it: let it import TensorFlow
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = previous

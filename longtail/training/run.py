@@ -367,7 +367,10 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
     from longtail._io import atomic_path, remove_stale_temps, write_json, write_text
     from longtail.report import write_report
 
-    with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
+    from longtail._seed import tensorflow_left_unloaded
+
+    with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp, \
+            tensorflow_left_unloaded():
         model.save(tmp)
     report.save(out)
     history_csv = os.path.join(out, "history.csv")
