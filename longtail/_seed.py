@@ -51,19 +51,13 @@ def seed_everything(seed: int) -> None:
     if backend == "tensorflow" or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(seed)  # TensorFlow is loaded anyway: seed it too
         return
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
+    from longtail._keras import reset_global_seed
 
-        key, generator = rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR
-    except (ImportError, AttributeError):  # Keras moved its internals: seed as it does
-        keras.utils.set_random_seed(seed)
-        return
     # What keras.utils.set_random_seed does, less the TensorFlow import: store
     # the seed, drop the global SeedGenerator (it is rebuilt from the seed).
-    global_state.set_global_attribute(key, seed)
-    global_state.set_global_attribute(generator, None)
+    if not reset_global_seed(seed):  # Keras moved its internals: seed as it does
+        keras.utils.set_random_seed(seed)
+        return
     random.seed(seed)
     np.random.seed(seed)
     if backend == "torch":
@@ -93,14 +87,13 @@ def tensorflow_left_unloaded():
     if "tensorflow" in sys.modules or keras.backend.backend() == "tensorflow":
         yield
         return
-    try:
-        from keras.src.utils import module_utils
+    from longtail._keras import tensorflow_lazy_module
 
-        lazy = module_utils.tensorflow
-        previous = lazy._available
-    except (ImportError, AttributeError):  # Keras moved it: let it import TensorFlow
+    lazy = tensorflow_lazy_module()
+    if lazy is None:  # Keras moved it: let it import TensorFlow
         yield
         return
+    previous = lazy._available
     lazy._available = False
     try:
         yield

@@ -107,7 +107,7 @@ def _loader_of(model, data, batch_size: int, loader_kw: dict) -> Iterable:
             )
         return data
     options = {"sampling": "sequential", "label_mode": "int", **loader_kw}
-    if getattr(data, "kind", "files") == "files" and "image_size" not in options:
+    if data.source.is_image and data.source.image_size is None and "image_size" not in options:
         size = _image_size(model)
         if size is None:
             raise ConfigError(
@@ -216,6 +216,7 @@ def evaluate(
     steps: int | None = None,
     shot_thresholds: tuple[int, int] = (100, 20),
     top_k: Sequence[int] = (5,),
+    bootstrap=True,
     **loader_kw,
 ) -> EvaluationReport:
     """Evaluates a classifier on data too large to hold in memory.
@@ -250,6 +251,10 @@ def evaluate(
         steps: Stop after this many batches (default: all).
         shot_thresholds: See :func:`longtail.metrics.compute_metrics`.
         top_k: See :func:`longtail.metrics.compute_metrics`.
+        bootstrap: ``True`` (2,000 resamples, 95%), a
+            :class:`longtail.intervals.BootstrapOptions`, or ``False``: the
+            class-stratified bootstrap intervals added as ``intervals`` (and
+            per class as ``recall_interval`` and ``precision_interval``).
         **loader_kw: Further options of ``Dataset.loader`` (only with a
             ``Dataset``).
 
@@ -298,7 +303,30 @@ def evaluate(
     metrics = compute_metrics(y_true, scores, class_names, train_counts=train_counts,
                               shot_thresholds=shot_thresholds, top_k=top_k)
     metrics["posthoc_tau"] = None if posthoc_tau is None else float(posthoc_tau)
+    if bootstrap is not False:
+        _add_intervals(metrics, y_true, scores.argmax(axis=1), train_counts, shot_thresholds,
+                       None if bootstrap is True else bootstrap)
     if unreadable:
         metrics["unreadable_files"] = [{"path": e.path, "reason": e.reason} for e in unreadable]
     return EvaluationReport(y_true=y_true, y_score=scores, class_names=class_names,
                             metrics=metrics, posthoc_tau=posthoc_tau, logits=logits)
+
+
+def _add_intervals(metrics: dict, y_true, y_pred, train_counts, shot_thresholds,
+                   options) -> None:
+    """Adds bootstrap intervals to a metrics dict (``intervals`` and per class)."""
+    from longtail.intervals import METRICS, bootstrap_intervals
+
+    counts = None if train_counts is None else [
+        row["train_count"] for row in metrics["per_class"]]
+    iv = bootstrap_intervals(y_true, {"model": y_pred}, len(metrics["classes"]),
+                             train_counts=counts, shot_thresholds=shot_thresholds,
+                             options=options)
+    values = iv["metrics"]["model"]
+    metrics["intervals"] = {
+        **{key: iv[key] for key in ("method", "resamples", "confidence", "seed")},
+        **{m: {"low": values[m]["low"], "high": values[m]["high"]}
+           for m in METRICS if m in values}}
+    for i, row in enumerate(metrics["per_class"]):
+        for m in ("recall", "precision"):
+            row[f"{m}_interval"] = [values[m]["low"][i], values[m]["high"][i]]

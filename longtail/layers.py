@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["RandomShift"]
+__all__ = ["RandomShift", "PriorShift"]
 
 
 @keras.saving.register_keras_serializable(package="longtail")
@@ -68,3 +68,41 @@ class RandomShift(keras.layers.Layer):
         config = super().get_config()
         config.update(factor=self.factor, seed=self.seed)
         return config
+
+
+@keras.saving.register_keras_serializable(package="longtail")
+class PriorShift(keras.layers.Layer):
+    """Label-shift adaptation built into a model: ``log p / T + shift``.
+
+    ``longtail adapt`` puts it on top of a trained model's output: the
+    scores become ``scores / temperature + log(target prior) - log(train
+    prior)`` (logits in, logits out); with ``from_probabilities`` the
+    outputs are probabilities whose log is taken first. Plain numbers in its
+    config, so the adapted model loads in Keras safe mode.
+
+    Args:
+        shift: One offset per class.
+        temperature: Positive temperature dividing the logits.
+        from_probabilities: Whether the wrapped model outputs probabilities.
+    """
+
+    def __init__(self, shift, temperature=1.0, from_probabilities=False, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = [float(v) for v in shift]
+        self.temperature = float(temperature)
+        if not self.temperature > 0:
+            raise ValueError(f"`temperature` must be positive; got {temperature!r}")
+        self.from_probabilities = bool(from_probabilities)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.from_probabilities:
+            x = ops.log(ops.maximum(x, 1e-12))
+        return x / self.temperature + ops.convert_to_tensor(self.shift, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.shift, "temperature": self.temperature,
+                "from_probabilities": self.from_probabilities}

@@ -24,7 +24,7 @@ from sklearn import metrics as skm
 
 from longtail.errors import ConfigError, DataError
 
-__all__ = ["compute_metrics", "shot_groups"]
+__all__ = ["compute_metrics", "shot_groups", "prior_shift_curve", "group_confusion"]
 
 _GROUPS = ("many", "medium", "few")
 
@@ -242,9 +242,77 @@ def compute_metrics(
         for row, count, group in zip(per_class, counts, groups):
             row["train_count"] = int(count)
             row["shot"] = str(group)
+        cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
+        out["group_confusion"] = group_confusion(cm, groups)
+        if present.all() and np.all(counts > 0):
+            out["prior_shift"] = prior_shift_curve(cm, counts)
 
     out["per_class"] = per_class
     out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     out["true_distribution"] = [int(c) for c in support]
     out["predicted_distribution"] = [int(c) for c in predicted]
+    return out
+
+
+def group_confusion(confusion_matrix, groups) -> dict:
+    """Samples of each shot group predicted as each group (head-to-tail confusion).
+
+    Returns:
+        ``{"groups": [...], "matrix": [[...]]}``: rows the true group,
+        columns the predicted class's group, over the groups that have
+        classes, in many, medium, few order.
+    """
+    cm = np.asarray(confusion_matrix)
+    groups = np.asarray(groups)
+    names = [g for g in _GROUPS if np.any(groups == g)]
+    member = np.stack([groups == g for g in names]).astype(np.int64)  # (g, k)
+    return {"groups": names, "matrix": (member @ cm @ member.T).tolist()}
+
+
+def prior_shift_curve(confusion_matrix, train_counts, steps: int = 11) -> dict:
+    """Metrics as the test class prior moves from the training prior to its reverse.
+
+    No re-training and no resampling: each test sample of class ``c`` is
+    weighted by ``q_c / (n_c / n)`` for a target prior ``q``, so each row of
+    the confusion matrix is scaled to ``q_c``. ``q`` moves linearly from the
+    training prior (``t = -1``) to uniform (``t = 0``) and on to the reversed
+    prior (``t = 1``: the class with the most training samples gets the
+    smallest share). Balanced accuracy does not change under such a shift
+    (it weights classes equally whatever their share); accuracy and macro F1
+    do.
+
+    Args:
+        confusion_matrix: ``(k, k)`` counts, rows true, every class present.
+        train_counts: Training samples per class.
+        steps: Points on each half of the path.
+
+    Returns:
+        ``{"t", "accuracy", "balanced_accuracy", "macro_f1"}``, lists of equal
+        length, and ``"priors"``, the target prior at each point.
+    """
+    cm = np.asarray(confusion_matrix, dtype=np.float64)
+    support = cm.sum(axis=1)
+    if np.any(support == 0):
+        raise DataError("a prior-shift curve needs every class in the test data")
+    train = np.asarray(train_counts, dtype=np.float64)
+    train = train / train.sum()
+    reverse = np.empty_like(train)
+    order = np.argsort(train, kind="stable")
+    reverse[order] = train[order[::-1]]
+    uniform = np.full_like(train, 1 / train.size)
+    ts = np.concatenate([np.linspace(-1, 0, steps), np.linspace(0, 1, steps)[1:]])
+    out = {"t": ts.tolist(), "priors": [], "accuracy": [], "balanced_accuracy": [],
+           "macro_f1": []}
+    for t in ts:
+        q = uniform + t * (uniform - train) if t < 0 else uniform + t * (reverse - uniform)
+        w = cm * (q / support)[:, None]  # rows sum to q
+        tp, predicted = np.diag(w), w.sum(axis=0)
+        recall = tp / q
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        f1 = np.divide(2 * precision * recall, precision + recall,
+                       out=np.zeros_like(tp), where=precision + recall > 0)
+        out["priors"].append(q.tolist())
+        out["accuracy"].append(float(tp.sum()))
+        out["balanced_accuracy"].append(float(recall.mean()))
+        out["macro_f1"].append(float(f1.mean()))
     return out

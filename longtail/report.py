@@ -374,12 +374,111 @@ def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | Non
         _write_png(out, name, data)
         sections.append((heading, f'<p class="note">{note}</p>' + _img(data, heading)))
     sections.append(("Per-class metrics", _per_class_table(metrics, train_counts)))
+    for name, (heading, content, data) in _audit(metrics).items():
+        if data is not None:
+            _write_png(out, name, data)
+        sections.append((heading, content))
     if config is not None:
         text = json.dumps(config, indent=2, sort_keys=True, default=str)
         sections.append(("Configuration", f"<pre>{html.escape(text)}</pre>"))
     path = out / "report.html"
     _io.write_text(path, _page(title, sections))
     return path
+
+
+# --------------------------------------------------------------- the audit
+_SHIFT_NOTE = ("Each strategy's metrics when the class mix of the test data moves from the "
+               "training prior (left) through uniform (middle) to the reversed prior "
+               "(right), computed by re-weighting the test samples (no re-training). "
+               "Balanced accuracy is the same at every mix (it weighs classes equally), "
+               "so only accuracy and macro F1 are drawn; its value is in the summary.")
+
+
+def _plot_prior_shift(curves: dict[str, dict]) -> bytes:
+    fig = Figure(figsize=(10, 3.8), dpi=100, layout="constrained")
+    palette = colormaps["tab10"]
+    for n, key in enumerate(("accuracy", "macro_f1"), start=1):
+        ax = fig.add_subplot(1, 2, n)
+        for j, (name, curve) in enumerate(curves.items()):
+            ax.plot(curve["t"], curve[key], label=_label(str(name), 40), color=palette(j % 10))
+        ax.set_xticks([-1, 0, 1], ["training prior", "uniform", "reversed"])
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{key.replace('_', ' ')} under prior shift", fontsize=10)
+    if len(curves) > 1:
+        fig.legend(fontsize=8, loc="outside right upper")
+    return _png(fig)
+
+
+def _plot_reliability(calibration: dict) -> bytes | None:
+    rel = calibration.get("reliability") or {}
+    stages = [st for st in ("before", "after") if any(st in v for v in rel.values())]
+    if not stages:
+        return None
+    fig = Figure(figsize=(4.6 * len(stages), 4), dpi=100, layout="constrained")
+    for n, stage in enumerate(stages, start=1):
+        ax = fig.add_subplot(1, len(stages), n)
+        ax.plot([0, 1], [0, 1], color="#999", linestyle=":", linewidth=1)
+        for name, color in (("head", _SHOT_COLORS["many"]), ("tail", _SHOT_COLORS["few"])):
+            d = rel.get(name, {}).get(stage)
+            if d:
+                ax.plot(d["confidence"], d["frequency"], marker="o", color=color,
+                        label=f"{name} classes")
+        t = calibration.get("temperature")
+        ax.set_title("before temperature scaling" if stage == "before" else
+                     f"after temperature scaling (T = {t:.2f})", fontsize=10)
+        ax.set_xlabel("predicted probability of the class")
+        ax.set_ylabel("observed frequency")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _calibration_table(calibration: dict) -> str:
+    stages = [st for st in ("before", "after") if st in calibration["ece_groups"]]
+    rows = [[f"{g}-shot classes"] + [_fmt(calibration["ece_groups"][st][g]) for st in stages]
+            for g in ("many", "medium", "few")]
+    rows.append(["all classes"] + [_fmt(float(np.mean(calibration["ece_per_class"][st])))
+                                   for st in stages])
+    if calibration.get("val_nll"):
+        rows.append(["validation NLL"] + [_fmt(calibration["val_nll"][st]) for st in stages])
+    header = ["mean one-vs-rest ECE", "before"] + (["after temperature scaling"]
+                                                   if "after" in stages else [])
+    return _table(header, rows)
+
+
+def _audit(metrics: dict) -> dict:
+    """Sections of report.html beyond the basics: ``{png name: (heading, html, png)}``."""
+    out = {}
+    gc = metrics.get("group_confusion")
+    if gc:
+        out["group_confusion"] = ("Head-to-tail confusion", (
+            '<p class="note">Test samples of each shot group (rows) by the group of the '
+            "class they were predicted as (columns). Above the diagonal: head samples "
+            "taken for rarer classes; below: tail samples taken for more frequent ones."
+            "</p>" + _table(["true \\ predicted"] + gc["groups"],
+                            [[g] + [_fmt(int(v)) for v in row]
+                             for g, row in zip(gc["groups"], gc["matrix"])])), None)
+    cal = metrics.get("calibration")
+    if cal:
+        data = _plot_reliability(cal)
+        fitted = ("Temperature fitted on the validation split by minimising its negative "
+                  "log-likelihood." if cal.get("temperature") else "No validation data: "
+                  "no temperature fitted.")
+        out["reliability.png"] = ("Calibration", (
+            f'<p class="note">Expected calibration error of each class on its own '
+            f'(one-vs-rest, {cal["bins"]} equal-width bins), averaged per shot group. '
+            f"{fitted} The diagrams pool the head (many-shot) and tail classes.</p>"
+            + _calibration_table(cal) + (_img(data, "Reliability diagram") if data else "")),
+            data)
+    shift = metrics.get("prior_shift")
+    if shift:
+        data = _plot_prior_shift({"model": shift})
+        out["prior_shift.png"] = ("Prior shift", f'<p class="note">{_SHIFT_NOTE}</p>'
+                                  + _img(data, "Prior-shift stress curve"), data)
+    return out
 
 
 # ---------------------------------------------------------------- comparison
@@ -434,8 +533,129 @@ def _duration(seconds) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
+def _span(d: dict | None, sign: str = "") -> str:
+    if not d or d.get("estimate") is None:
+        return _fmt(None)
+    return (f"{d['estimate']:{sign}.4f} <span class=\"note\">[{d['low']:{sign}.4f}, "
+            f"{d['high']:{sign}.4f}]</span>")
+
+
+def _evidence_table(summaries: Sequence[dict]) -> str:
+    """Intervals, seed spread and paired differences from the baseline."""
+    conf = summaries[0].get("confidence", 0.95)
+    metrics = ("balanced_accuracy", "macro_f1", "many_shot_accuracy", "medium_shot_accuracy",
+               "few_shot_accuracy")
+    header = ["strategy", "seeds: mean \u00b1 sd"] + [
+        m.replace("_", " ") for m in metrics] + ["balanced accuracy \u2212 baseline",
+                                                 "few-shot \u2212 baseline"]
+    rows = []
+    for s in summaries:
+        spread = "one seed" if "seed_mean" not in s else (
+            f"{s['seed_mean']['balanced_accuracy']:.4f} \u00b1 "
+            f"{s['seed_std']['balanced_accuracy']:.4f} ({len(s['seeds'])})")
+        diff = s.get("difference")
+        rows.append([_fmt(s["strategy"]), spread]
+                    + [_span(s["intervals"].get(m)) for m in metrics]
+                    + (["baseline", "baseline"] if diff is None else
+                       [_span(diff.get("balanced_accuracy"), "+"),
+                        _span(diff.get("few_shot_accuracy"), "+")]))
+    return (f'<p class="note">Estimate on the whole test set, then its {conf:.0%} '
+            "paired class-stratified bootstrap interval in brackets; a difference whose "
+            "interval holds 0 is within the noise of this test set. With several seeds "
+            "a value is the mean over the seeds.</p>" + _table(header, rows))
+
+
+def _per_class_changes(summaries, order, counts) -> str | None:
+    changed = [s for s in summaries if s.get("per_class_difference")]
+    if not changed:
+        return None
+    classes = summaries[0]["metrics"]["classes"]
+    header = ["class", "train count"]
+    for s in changed:
+        header += [f"{s['strategy']}: recall \u0394", f"{s['strategy']}: precision \u0394"]
+    rows = []
+    for i in order:
+        cells = [_fmt(classes[i]), _fmt(int(counts[i]))]
+        for s in changed:
+            for m in ("recall", "precision"):
+                d = s["per_class_difference"][m]
+                cells.append(_span({"estimate": d["estimate"][i], "low": d["low"][i],
+                                    "high": d["high"][i]}, "+"))
+        rows.append(cells)
+    base = next(s["strategy"] for s in summaries if s.get("difference") is None)
+    return (f'<p class="note">Change of each class\'s recall and precision against the '
+            f"baseline {html.escape(str(base))}, with its paired bootstrap interval; classes "
+            "ordered by training count, largest first.</p>" + _table(header, rows))
+
+
+def _plot_compare_distribution(summaries, order, names) -> bytes:
+    k = len(order)
+    fig = _bar_figure(k)
+    ax = fig.add_subplot()
+    x = np.arange(k)
+    true = np.asarray(summaries[0]["metrics"]["true_distribution"])[order]
+    ax.bar(x, true, label="true", color="#c8d3e6", **_bar_style(k))
+    palette = colormaps["tab10"]
+    for j, s in enumerate(summaries):
+        pred = np.asarray(s["metrics"]["predicted_distribution"])[order]
+        ax.plot(x, pred, marker="." if k <= 40 else None, color=palette(j % 10),
+                label=_label(str(s["strategy"]), 40), linewidth=1.2)
+    ax.set_xlim(-0.6, k - 0.4)
+    _class_axis(ax, names, "training count", counted=True, table=False)
+    ax.set_ylabel("test samples")
+    ax.set_title("Predicted class distribution of each strategy against the true one",
+                 fontsize=10)
+    fig.legend(fontsize=8, loc="outside right upper")
+    return _png(fig)
+
+
+def _compare_audit(summaries, order, counts) -> dict:
+    """The per-class audit of compare.html: ``{png name: (heading, html, png)}``."""
+    out = {}
+    classes = summaries[0]["metrics"]["classes"]
+    table = _per_class_changes(summaries, order, counts)
+    if table:
+        out["per_class_change"] = ("Per-class change against the baseline", table, None)
+    names = [f"{classes[i]} ({counts[i]})" for i in order]
+    data = _plot_compare_distribution(summaries, order, names)
+    out["compare_distribution.png"] = ("Predicted class distributions",
+                                       _img(data, "Predicted class distributions"), data)
+    if all(s["metrics"].get("group_confusion") for s in summaries):
+        groups = summaries[0]["metrics"]["group_confusion"]["groups"]
+        pairs = [(a, b) for a in range(len(groups)) for b in range(len(groups)) if a != b]
+        rows = [[_fmt(s["strategy"])] + [_fmt(int(s["metrics"]["group_confusion"]["matrix"][a][b]))
+                                         for a, b in pairs] for s in summaries]
+        out["group_confusion"] = ("Head-to-tail confusion", (
+            '<p class="note">Test samples of one shot group predicted as a class of '
+            "another group.</p>" + _table(
+                ["strategy"] + [f"{groups[a]} \u2192 {groups[b]}" for a, b in pairs], rows)),
+            None)
+    if all(s["metrics"].get("calibration") for s in summaries):
+        rows = []
+        for s in summaries:
+            cal = s["metrics"]["calibration"]
+            for st in ("before", "after"):
+                if st in cal["ece_groups"]:
+                    rows.append([_fmt(s["strategy"]), st if st == "before" else
+                                 f"after (T = {cal['temperature']:.2f})"]
+                                + [_fmt(cal["ece_groups"][st][g])
+                                   for g in ("many", "medium", "few")])
+        out["calibration"] = ("Calibration", (
+            '<p class="note">Mean one-vs-rest expected calibration error of each shot '
+            "group, before and after temperature scaling fitted on the validation split."
+            "</p>" + _table(["strategy", "", "many-shot ECE", "medium-shot ECE",
+                             "few-shot ECE"], rows)), None)
+    curves = {s["strategy"]: s["metrics"]["prior_shift"] for s in summaries
+              if s["metrics"].get("prior_shift")}
+    if curves:
+        data = _plot_prior_shift(curves)
+        out["compare_prior_shift.png"] = ("Prior shift", f'<p class="note">{_SHIFT_NOTE}</p>'
+                                          + _img(data, "Prior-shift stress curves"), data)
+    return out
+
+
 def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=None,
-                         title: str = "longtail comparison") -> Path:
+                         title: str = "longtail comparison", verdict: str | None = None) -> Path:
     """Writes ``compare.html`` and ``compare_recall.png`` into ``out_dir``.
 
     Args:
@@ -446,6 +666,10 @@ def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=Non
         train_counts: Training samples per class, to order the classes;
             default the first run's ``train_count`` values, else its support.
         title: Page title.
+        verdict: A line shown above the summary (see
+            :func:`longtail.intervals.verdict`). Summaries that carry
+            ``intervals`` (as :func:`longtail.compare` writes them) also get a
+            table of intervals and differences from the baseline.
 
     Returns:
         The path of ``compare.html``.
@@ -472,11 +696,18 @@ def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=Non
     header = ["strategy", "accuracy", "balanced accuracy", "macro F1", "few-shot accuracy",
               "training time"]
     sections = [
-        ("Summary", _table(header, rows) + '<p class="note">Best value per column in '
+        ("Summary", (f'<p><strong>{html.escape(verdict)}</strong></p>' if verdict else "")
+         + _table(header, rows) + '<p class="note">Best value per column in '
          "bold. \u2014: no class in the few-shot group, or training counts unknown.</p>"),
         ("Per-class recall", f'<p class="note">Classes ordered by {what} '
          f"(shown in brackets), largest first.</p>" + _img(plot, "Per-class recall by strategy")),
     ]
+    if all("intervals" in s for s in summaries):
+        sections.insert(1, ("Is the difference real?", _evidence_table(summaries)))
+    for name, (heading, content, data) in _compare_audit(summaries, order, counts).items():
+        if data is not None:
+            _write_png(out, name, data)
+        sections.append((heading, content))
     path = out / "compare.html"
     _io.write_text(path, _page(title, sections))
     return path

@@ -179,3 +179,46 @@ def test_docstring_example():
 def test_bad_input_names_the_argument(y_true, y_pred, names, kw, error, match):
     with pytest.raises(error, match=match):
         compute_metrics(y_true, y_pred, names, **kw)
+
+
+def _replicated(y, pred, reps):
+    """The test set with every sample of class c repeated reps[c] times."""
+    r = np.asarray(reps)[y]
+    return np.repeat(y, r), np.repeat(pred, r)
+
+
+def test_prior_shift_reweighting_equals_a_resampled_test_set():
+    from longtail.metrics import prior_shift_curve
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [10, 20, 40])
+    pred = np.where(rng.random(y.size) < 0.6, y, rng.integers(0, 3, y.size))
+    cm = skm.confusion_matrix(y, pred)
+    # training prior 16:4:1; on supports 10:20:40 the test set matches it when
+    # class c is repeated (64, 8, 1) times, uniform at (4, 2, 1), reversed at (1, 2, 4)
+    curve = prior_shift_curve(cm, [400, 100, 25], steps=3)
+    assert curve["t"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    for point, reps in ((0, (64, 8, 1)), (2, (4, 2, 1)), (4, (1, 2, 4))):
+        yr, pr = _replicated(y, pred, reps)
+        assert curve["accuracy"][point] == pytest.approx(skm.accuracy_score(yr, pr))
+        assert curve["balanced_accuracy"][point] == pytest.approx(
+            skm.balanced_accuracy_score(yr, pr))
+        assert curve["macro_f1"][point] == pytest.approx(skm.f1_score(yr, pr, average="macro"))
+        np.testing.assert_allclose(curve["priors"][point],
+                                   np.bincount(yr) / yr.size)
+
+
+def test_group_confusion_counts_head_to_tail():
+    from longtail.metrics import group_confusion
+
+    y, scores = _data(5, n=400, k=6)
+    pred = scores.argmax(1)
+    groups = shot_groups([500, 300, 60, 30, 10, 5])
+    gc = group_confusion(skm.confusion_matrix(y, pred, labels=range(6)), groups)
+    assert gc["groups"] == ["many", "medium", "few"]
+    for i, a in enumerate(gc["groups"]):
+        for j, b in enumerate(gc["groups"]):
+            assert gc["matrix"][i][j] == np.sum((groups[y] == a) & (groups[pred] == b))
+    m = _compute(y, scores, list("abcdef"), train_counts=[500, 300, 60, 30, 10, 5])
+    assert m["group_confusion"] == gc
+    assert m["prior_shift"]["balanced_accuracy"][0] == pytest.approx(m["balanced_accuracy"])

@@ -18,7 +18,8 @@ from longtail.report import read_history, write_compare_report, write_report
 
 NAMES = ["ant", "<b>x</b>", "mid & co", "tail"]
 COUNTS = [150, 900, 5, 40]
-PLOTS = ["class_distribution.png", "confusion_matrix.png", "per_class_recall.png"]
+PLOTS = ["class_distribution.png", "confusion_matrix.png", "per_class_recall.png",
+         "prior_shift.png"]
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
                                                 "google-chrome"))), None)
 
@@ -64,7 +65,7 @@ def test_report_embeds_every_plot_it_writes(report):
     embedded = _images(page)
     files = [(out / name).read_bytes() for name in
              ("per_class_recall.png", "confusion_matrix.png", "class_distribution.png",
-              "training_curves.png")]
+              "training_curves.png", "prior_shift.png")]
     assert embedded == files
     for data in files:
         with Image.open(io.BytesIO(data)) as im:
@@ -83,6 +84,8 @@ def test_user_strings_are_escaped(report):
 
 def test_per_class_table_is_ordered_by_training_count_and_shows_values(report):
     page = report[1].read_text()
+    page = page[page.index("Per-class metrics"):]
+    page = page[:page.index("</table>")]
     rows = re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td><td>(\w+)</td>", page)
     assert rows == [("&lt;b&gt;x&lt;/b&gt;", "900", "many"), ("ant", "150", "many"),
                     ("tail", "40", "medium"), ("mid &amp; co", "5", "few")]
@@ -106,6 +109,7 @@ def test_many_classes_and_a_class_without_samples(tmp_path):
     write_report(tmp_path, m)
     with Image.open(tmp_path / "confusion_matrix.png") as im:
         assert im.size[0] < 1600  # capped: the pattern, not unreadable names
+    # no prior-shift curve: it needs every class in the test data
     assert len(_images((tmp_path / "report.html").read_text())) == 3
 
 
@@ -125,10 +129,12 @@ def test_compare_report(tmp_path):
                   "train_seconds": 200}]
     path = write_compare_report(tmp_path, summaries)
     page = path.read_text()
-    assert sorted(os.listdir(tmp_path)) == ["compare.html", "compare_recall.png"]
-    assert _images(page) == [(tmp_path / "compare_recall.png").read_bytes()]
+    pngs = ["compare_recall.png", "compare_distribution.png", "compare_prior_shift.png"]
+    assert sorted(os.listdir(tmp_path)) == sorted(["compare.html"] + pngs)
+    assert _images(page) == [(tmp_path / name).read_bytes() for name in pngs]
     assert "&lt;i&gt;logit&lt;/i&gt;" in page and "<i>" not in page
-    cells = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", page)
+    summary = page[:page.index("</table>")]
+    cells = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", summary)
     assert [c[0] for c in cells] == ["none", "&lt;i&gt;logit&lt;/i&gt;"]
     for (_, row), s in zip(cells, summaries):
         values = re.findall(r"<td>(?:<strong>)?([^<]*)", row)
@@ -186,7 +192,7 @@ def _open_in_chromium(page_path, tmp_path):
                     "(apt-get install chromium)")
 def test_report_renders_in_chromium(report, tmp_path):
     result, console = _open_in_chromium(report[1], tmp_path)
-    assert len(result["images"]) == 4
+    assert len(result["images"]) == 5
     assert all(done and width > 0 for done, width in result["images"]), result
     assert result["bold"] == 0 and result["text"]  # the class name shows as text
     assert result["scripts"] == 0  # nor did the config's <script> become one
@@ -203,3 +209,42 @@ def test_chromium_probe_detects_a_broken_image_and_console_errors(tmp_path):
     assert result["images"] == [[True, 0]]
     assert result["bold"] == 1 and result["scripts"] == 1
     assert any('"boom"' in line for line in console)
+
+
+def test_audit_sections_show_calibration_confusion_and_changes(tmp_path):
+    from longtail.calibration import calibration_summary
+    from longtail.intervals import BootstrapOptions, bootstrap_intervals
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 200)
+    logits = rng.normal(size=(200, 4)) * 3
+    logits[np.arange(200), y] += 2
+    m = compute_metrics(y, logits, NAMES, train_counts=COUNTS)
+    groups = [row["shot"] for row in m["per_class"]]
+    m["calibration"] = calibration_summary(logits, y, groups, val_logits=logits, val_true=y)
+    write_report(tmp_path / "r", m)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Head-to-tail confusion" in page and "reliability.png" in os.listdir(tmp_path / "r")
+    few = m["calibration"]["ece_groups"]["after"]["few"]
+    assert f"<td>{few:.4f}</td>" in page
+    assert f"T = {m['calibration']['temperature']:.2f}" not in page  # in the PNG only
+
+    other = compute_metrics(y, logits - np.log(COUNTS), NAMES, train_counts=COUNTS)
+    iv = bootstrap_intervals(y, {"none": logits.argmax(1),
+                                 "<la>": (logits - np.log(COUNTS)).argmax(1)}, 4,
+                             baseline="none", options=BootstrapOptions(resamples=200))
+    summaries = [{"strategy": "none", "metrics": m, "train_seconds": 1,
+                  "intervals": {"balanced_accuracy": iv["metrics"]["none"]["balanced_accuracy"]},
+                  "difference": None, "per_class_difference": None},
+                 {"strategy": "<la>", "metrics": other, "train_seconds": 1,
+                  "intervals": {"balanced_accuracy": iv["metrics"]["<la>"]["balanced_accuracy"]},
+                  "difference": iv["differences"]["<la>"],
+                  "per_class_difference": iv["differences"]["<la>"]}]
+    write_compare_report(tmp_path / "c", summaries, verdict="verdict: <la> beats none")
+    page = (tmp_path / "c" / "compare.html").read_text()
+    assert "verdict: &lt;la&gt; beats none" in page and "<la>" not in page
+    tail = NAMES.index("mid & co")  # fewest training samples: the last row
+    cells = [f"{d['estimate'][tail]:+.4f} <span class=\"note\">[{d['low'][tail]:+.4f}, "
+             f"{d['high'][tail]:+.4f}]</span>" for d in (iv["differences"]["<la>"]["recall"],
+                                                         iv["differences"]["<la>"]["precision"])]
+    assert f"<td>{cells[0]}</td><td>{cells[1]}</td></tr></tbody>" in page

@@ -26,9 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from longtail._trust import is_inside, is_sealed_manifest
 from longtail.errors import DataError
 
-__all__ = ["read_table", "TableData", "METADATA_KEY"]
+__all__ = ["read_table", "TableData", "METADATA_KEY", "stored_folder", "refuse_unsealed_folder"]
 
 METADATA_KEY = b"longtail"
 
@@ -110,12 +111,14 @@ def read_table(
             row = _first_bad_row(column.is_null().to_numpy(zero_copy_only=False))
             raise DataError(f"{path}: row {row}: empty {path_column!r}")
         paths = pc.cast(column.combine_chunks(), pa.string())
-        root = os.path.dirname(os.path.abspath(path))
+        folder = os.path.dirname(os.path.abspath(path))
+        root = folder
         if "root" in meta:  # a manifest: paths are relative to the stored root
-            root = None if meta["root"] is None else os.path.normpath(
-                os.path.join(root, meta["root"]))
+            root = stored_folder(path, meta, "root", folder)
         if not allow_outside_root:
             _refuse_outside_root(path, paths, root, "root" in meta)
+            if root is not None and not is_inside(root, folder):
+                refuse_unsealed_folder(path, meta, table, "root")
     else:
         skip = {label_column, weight_column, path_column}
         feature_names = feature_columns or [
@@ -136,6 +139,27 @@ def read_table(
         except (KeyError, ValueError, TypeError) as e:
             raise DataError(f"{path}: feature columns must be numeric: {e}") from e
     return TableData(class_names, labels, paths, root, features, feature_names, weights)
+
+
+def stored_folder(path: str, meta: dict, key: str, folder: str) -> str | None:
+    """A folder a manifest stores (relative to its own folder), checked for type."""
+    stored = meta[key]
+    if stored is None and key == "root":
+        return None
+    if not isinstance(stored, str) or not stored or "\0" in stored:
+        raise DataError(f"{path}: the manifest's stored {key} must be a folder path; "
+                        f"got a {type(stored).__name__}")
+    return os.path.normpath(os.path.join(folder, stored))
+
+
+def refuse_unsealed_folder(path: str, meta: dict, table: pa.Table, key: str) -> None:
+    """Refuses a stored folder outside the manifest's own unless longtail sealed it here."""
+    if is_sealed_manifest(meta, table):
+        return
+    raise DataError(
+        f"{path}: the manifest's stored {key} {meta[key]!r} leads outside its folder, and "
+        "the manifest was not written by longtail for this user (or was edited since); "
+        "pass --allow-outside-root (allow_outside_root=True) if you trust this file")
 
 
 def _refuse_outside_root(path: str, paths: pa.Array, root: str | None,

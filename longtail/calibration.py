@@ -1,0 +1,204 @@
+"""Per-class calibration: are the probabilities of tail classes trustworthy?
+
+Top-label calibration error (what torchmetrics reports) is dominated by head
+classes, whose samples are the many. Here every class is measured on its own,
+one-vs-rest: for class ``c`` the confidence is ``p_c(x)`` and the outcome is
+``y == c``, binned on equal-width bins of ``[0, 1]``:
+
+``ECE_c = sum_b (n_b / n) * |mean(y == c in b) - mean(p_c in b)|``.
+
+Groups of classes (many/medium/few-shot) get the mean of their classes' ECE,
+and a reliability diagram pools the one-vs-rest pairs of a group's classes.
+:func:`fit_temperature` fits one temperature ``T`` on validation logits by
+minimising the negative log-likelihood of ``softmax(logits / T)`` (Guo et al.
+2017), with :func:`scipy.optimize.minimize_scalar` over ``log T``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+
+from longtail.errors import DataError
+
+__all__ = ["classwise_ece", "reliability", "fit_temperature", "fit_bias_temperature", "nll",
+           "calibration_summary", "add_calibration"]
+
+
+def _check(scores, y_true) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(y_true).astype(np.int64).reshape(-1)
+    if scores.ndim != 2 or scores.shape[0] != y.size:
+        raise DataError(f"scores must have shape (n, k) with n = {y.size}; got {scores.shape}")
+    if y.size and (y.min() < 0 or y.max() >= scores.shape[1]):
+        raise DataError(f"labels must be class indices 0..{scores.shape[1] - 1}")
+    return scores, y
+
+
+def _bin_stats(conf: np.ndarray, hit: np.ndarray, bins: int):
+    """Per bin: count, summed confidence, summed outcome (equal-width bins)."""
+    which = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    return (count, np.bincount(which, weights=conf, minlength=bins),
+            np.bincount(which, weights=hit, minlength=bins))
+
+
+def classwise_ece(probs, y_true, bins: int = 15) -> np.ndarray:
+    """One-vs-rest expected calibration error of every class.
+
+    Args:
+        probs: Probabilities ``(n, k)``.
+        y_true: int labels ``(n,)``.
+        bins: Number of equal-width bins on ``[0, 1]``; a confidence of
+            exactly 1 falls in the last bin.
+
+    Returns:
+        A float array ``(k,)``.
+
+    Example:
+        >>> classwise_ece([[0.9, 0.1], [0.6, 0.4]], [0, 1], bins=2).round(3)
+        array([0.25, 0.25])
+    """
+    probs, y = _check(probs, y_true)
+    out = np.zeros(probs.shape[1])
+    for c in range(probs.shape[1]):
+        count, conf, hit = _bin_stats(probs[:, c], (y == c).astype(np.float64), bins)
+        out[c] = np.abs(hit - conf).sum() / max(y.size, 1)
+    return out
+
+
+def reliability(probs, y_true, classes, bins: int = 10) -> dict:
+    """The reliability diagram of a group of classes, pooled one-vs-rest.
+
+    Returns:
+        ``{"confidence", "frequency", "count"}``: per non-empty bin, the mean
+        confidence, the observed frequency of the class and the number of
+        (sample, class) pairs.
+    """
+    probs, y = _check(probs, y_true)
+    classes = np.asarray(classes, dtype=np.int64)
+    conf = probs[:, classes].ravel()
+    hit = (y[:, None] == classes[None]).ravel().astype(np.float64)
+    count, c, h = _bin_stats(conf, hit, bins)
+    keep = count > 0
+    return {"confidence": (c[keep] / count[keep]).tolist(),
+            "frequency": (h[keep] / count[keep]).tolist(), "count": count[keep].tolist()}
+
+
+def nll(logits, y_true, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``softmax(logits / temperature)``."""
+    logits, y = _check(logits, y_true)
+    return float(-log_softmax(logits / temperature, axis=1)[np.arange(y.size), y].mean())
+
+
+def fit_temperature(logits, y_true) -> float:
+    """The temperature ``T`` in [0.05, 20] that minimises validation NLL."""
+    logits, y = _check(logits, y_true)
+    result = minimize_scalar(lambda log_t: nll(logits, y, float(np.exp(log_t))),
+                             bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+                             options={"xatol": 1e-4})
+    return float(np.exp(result.x))
+
+
+def fit_bias_temperature(logits, y_true) -> tuple[float, np.ndarray]:
+    """Bias-corrected temperature scaling: ``softmax(logits / T + b)``.
+
+    Fits ``T`` and one bias per class by minimising the NLL (L-BFGS, with
+    the analytic gradient). Alexandari et al. (2020) show it is the
+    calibration that makes EM prior estimation work: the biases absorb what
+    a balancing strategy did to the priors, so the calibrated posteriors are
+    relative to the class mix of the data it is fitted on.
+
+    Returns:
+        ``(T, b)``; ``b`` is centred (mean 0), as only its differences matter.
+    """
+    from scipy.optimize import minimize
+
+    logits, y = _check(logits, y_true)
+    n, k = logits.shape
+    onehot = np.eye(k)[y]
+
+    def loss(theta):
+        t, b = np.exp(theta[0]), theta[1:]
+        a = logits / t + b
+        logp = log_softmax(a, axis=1)
+        g = (np.exp(logp) - onehot) / n  # d NLL / d a
+        return (-logp[np.arange(n), y].mean(),
+                np.concatenate([[np.sum(g * (-logits / t))], g.sum(axis=0)]))
+
+    theta = minimize(loss, np.zeros(k + 1), jac=True, method="L-BFGS-B",
+                     bounds=[(np.log(0.05), np.log(20.0))] + [(-30, 30)] * k).x
+    b = theta[1:] - theta[1:].mean()
+    return float(np.exp(theta[0])), b
+
+
+def _softmax(logits, temperature=1.0) -> np.ndarray:
+    return np.exp(log_softmax(np.asarray(logits, np.float64) / temperature, axis=1))
+
+
+def calibration_summary(logits, y_true, groups, *, val_logits=None, val_true=None,
+                        bins: int = 15) -> dict:
+    """Per-class and per-group calibration, before and after temperature scaling.
+
+    Args:
+        logits: Test logits ``(n, k)`` (log-probabilities work too).
+        y_true: Test labels ``(n,)``.
+        groups: Shot group of every class (``"many"``, ``"medium"``,
+            ``"few"``), e.g. from :func:`longtail.metrics.shot_groups`.
+        val_logits, val_true: Validation logits and labels to fit the
+            temperature on; without them no temperature is fitted.
+        bins: Equal-width bins of the ECE (the diagrams use 10).
+
+    Returns:
+        A JSON-ready dict: ``bins``, ``temperature`` (or None),
+        ``val_nll`` (``{"before", "after"}``), ``ece_per_class`` and
+        ``ece_groups`` (``{"before": ..., "after": ...}``), and
+        ``reliability`` (``{"head"|"tail": {"before", "after"}}``, head the
+        many-shot classes, tail the few-shot ones, else medium).
+    """
+    groups = np.asarray(groups)
+    temperature = None
+    out = {"bins": int(bins), "temperature": None, "val_nll": None,
+           "ece_per_class": {}, "ece_groups": {}, "reliability": {}}
+    stages = [("before", 1.0)]
+    if val_logits is not None:
+        temperature = fit_temperature(val_logits, val_true)
+        out["temperature"] = temperature
+        out["val_nll"] = {"before": nll(val_logits, val_true),
+                          "after": nll(val_logits, val_true, temperature)}
+        stages.append(("after", temperature))
+    tail = "few" if np.any(groups == "few") else "medium"
+    for stage, t in stages:
+        probs = _softmax(logits, t)
+        ece = classwise_ece(probs, y_true, bins)
+        out["ece_per_class"][stage] = ece.tolist()
+        out["ece_groups"][stage] = {g: float(ece[groups == g].mean()) if np.any(groups == g)
+                                    else None for g in ("many", "medium", "few")}
+        for name, group in (("head", "many"), ("tail", tail)):
+            chosen = np.flatnonzero(groups == group)
+            if chosen.size:
+                out["reliability"].setdefault(name, {})[stage] = reliability(
+                    probs, y_true, chosen, 10)
+    return out
+
+
+def add_calibration(metrics: dict, report, val_report=None, bins: int = 15) -> dict:
+    """Adds ``calibration`` (see :func:`calibration_summary`) to a metrics dict.
+
+    Args:
+        metrics: The ``metrics.json`` dict of ``report``; its per-class
+            ``shot`` names the groups (all ``"many"`` without training counts).
+        report: The :class:`longtail.EvaluationReport` of the test data.
+        val_report: The report on validation data, to fit the temperature on.
+        bins: ECE bins.
+
+    Returns:
+        ``metrics``, with ``calibration`` set.
+    """
+    groups = [row.get("shot", "many") for row in metrics["per_class"]]
+    metrics["calibration"] = calibration_summary(
+        report.logits, report.y_true, groups, bins=bins,
+        val_logits=None if val_report is None else val_report.logits,
+        val_true=None if val_report is None else val_report.y_true)
+    return metrics
