@@ -75,3 +75,38 @@ def refuse_fit_weights(adapter) -> None:
                         f"for a longtail Loader; pass class_weight= to the loader instead")
             return
         frame = frame.f_back
+
+
+def reset_global_seed(seed: int) -> bool:
+    """Sets Keras' global seed as ``keras.utils.set_random_seed`` does, minus the libraries.
+
+    Stores ``seed`` where ``keras.utils.get_random_seed`` reads it and drops the
+    global ``SeedGenerator``, which Keras rebuilds from the seed on next use.
+    Used by :func:`longtail._seed.seed_everything`.
+
+    Returns:
+        False when this Keras keeps them elsewhere (nothing was set).
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+
+        key, generator = rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR
+    except (ImportError, AttributeError):  # pragma: no cover - depends on Keras
+        return False
+    global_state.set_global_attribute(key, seed)
+    global_state.set_global_attribute(generator, None)
+    return True
+
+
+def tensorflow_lazy_module():
+    """Keras' lazy ``tensorflow`` module (imported on first ``.available``), or None."""
+    try:
+        from keras.src.utils import module_utils
+
+        lazy = module_utils.tensorflow
+        lazy._available  # noqa: B018 - the attribute tensorflow_left_unloaded sets
+    except (ImportError, AttributeError):  # pragma: no cover - depends on Keras
+        return None
+    return lazy

@@ -7,16 +7,20 @@ start-up log lines (``docs/performance.md``). :func:`seed_everything` does
 what that function does for Python, NumPy, Keras' global seed and the torch
 backend, and seeds TensorFlow only when TensorFlow is the backend or is
 already imported (a ``tf.data`` pipeline in the same process).
+
+Saving a model has the same import inside Keras;
+:func:`tensorflow_left_unloaded` scopes it away.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 
 import numpy as np
 
-__all__ = ["seed_everything"]
+__all__ = ["seed_everything", "tensorflow_left_unloaded"]
 
 
 def seed_everything(seed: int) -> None:
@@ -47,22 +51,51 @@ def seed_everything(seed: int) -> None:
     if backend == "tensorflow" or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(seed)  # TensorFlow is loaded anyway: seed it too
         return
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
+    from longtail._keras import reset_global_seed
 
-        key, generator = rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR
-    except (ImportError, AttributeError):  # Keras moved its internals: seed as it does
-        keras.utils.set_random_seed(seed)
-        return
     # What keras.utils.set_random_seed does, less the TensorFlow import: store
     # the seed, drop the global SeedGenerator (it is rebuilt from the seed).
-    global_state.set_global_attribute(key, seed)
-    global_state.set_global_attribute(generator, None)
+    if not reset_global_seed(seed):  # Keras moved its internals: seed as it does
+        keras.utils.set_random_seed(seed)
+        return
     random.seed(seed)
     np.random.seed(seed)
     if backend == "torch":
         import torch
 
         torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def tensorflow_left_unloaded():
+    """Keeps Keras from importing TensorFlow only to rule out TensorFlow objects.
+
+    Keras' model saving asks ``isinstance(obj, tf.TensorShape)`` (and
+    ``tf.DType``, ``tf.TypeSpec``) of every value it serialises, through a
+    lazy module that imports TensorFlow on first use when it is installed.
+    While TensorFlow is not imported no value can be one of its objects, so
+    inside this block Keras is told TensorFlow is unavailable: the saved file
+    is the same, without the import. Nothing changes when TensorFlow is the
+    backend or already imported.
+
+    Example:
+        >>> with tensorflow_left_unloaded():  # doctest: +SKIP
+        ...     model.save("model.keras")
+    """
+    import keras
+
+    if "tensorflow" in sys.modules or keras.backend.backend() == "tensorflow":
+        yield
+        return
+    from longtail._keras import tensorflow_lazy_module
+
+    lazy = tensorflow_lazy_module()
+    if lazy is None:  # Keras moved it: let it import TensorFlow
+        yield
+        return
+    previous = lazy._available
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = previous

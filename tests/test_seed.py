@@ -13,23 +13,24 @@ from longtail._seed import seed_everything
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_jax(script: str) -> dict:
+def run_jax(script: str, cwd) -> dict:
     """Runs ``script`` under KERAS_BACKEND=jax in a fresh process; its last line is JSON."""
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
-                         capture_output=True, text=True, timeout=600)
+                         cwd=cwd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_seeding_matches_keras_and_leaves_tensorflow_unloaded():
+def test_seeding_and_saving_match_keras_and_leave_tensorflow_unloaded(tmp_path):
     pytest.importorskip("tensorflow")  # the import to avoid must be possible
     result = run_jax("""
         import json, random, sys
         import numpy as np
         import keras
         import longtail
-        from longtail._seed import seed_everything
+        import zipfile
+        from longtail._seed import seed_everything, tensorflow_left_unloaded
 
         def draw(seed_fn):
             seed_fn(3)
@@ -39,17 +40,27 @@ def test_seeding_matches_keras_and_leaves_tensorflow_unloaded():
             return {"weights": weights, "normal": keras.random.normal((3,)).tolist(),
                     "numpy": np.random.random(2).tolist(), "python": random.random()}
 
+        def saved_config(model, path):
+            model.save(path)
+            with zipfile.ZipFile(path) as z:
+                return z.read("config.json").decode()
+
         ours = [draw(seed_everything), draw(seed_everything)]
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])
+        with tensorflow_left_unloaded():
+            config = saved_config(model, "a.keras")
         tf_loaded = "tensorflow" in sys.modules
         keras_own = draw(keras.utils.set_random_seed)  # imports TensorFlow
         print(json.dumps({"ours": ours, "keras": keras_own, "tf_loaded": tf_loaded,
-                          "tf_after_keras": "tensorflow" in sys.modules}))
-    """)
+                          "tf_after_keras": "tensorflow" in sys.modules,
+                          "same_config": config == saved_config(model, "b.keras")}))
+    """, tmp_path)
     assert result["tf_after_keras"]  # keras' own function does import TensorFlow
     assert not result["tf_loaded"]
     first, second = result["ours"]
     assert first == second  # seeding twice: the same weights and draws
     assert first == result["keras"]  # exactly what keras.utils.set_random_seed gives
+    assert result["same_config"]  # the model file is the one Keras writes with TensorFlow
     assert len(first["weights"]) == 4 and any(any(row) for row in first["weights"][0])
 
 
@@ -65,7 +76,7 @@ def test_a_small_jax_training_run_never_imports_tensorflow(tmp_path):
         train({str(tmp_path / "data")!r}, {str(tmp_path / "run")!r}, verbose=0,
               epochs=1, batch_size=4, image_size=8, val_split=0.3)
         print(json.dumps({{"tf": sorted(m for m in sys.modules if m.startswith("tensorflow"))[:3]}}))
-    """)
+    """, tmp_path)
     assert result["tf"] == []
 
 

@@ -133,7 +133,10 @@ def checkpoint_callback(run_dir: str, history_rows: list[dict], early=None):
             row["epoch_seconds"] = time.perf_counter() - self._started
             history_rows.append(row)
             name = f"epoch-{epoch + 1}.keras"
-            with atomic_path(os.path.join(folder, name), suffix=".keras") as tmp:
+            from longtail._seed import tensorflow_left_unloaded
+
+            with atomic_path(os.path.join(folder, name), suffix=".keras") as tmp, \
+                    tensorflow_left_unloaded():
                 self.model.save(tmp)
             state = {"epochs_done": epoch + 1, "model": name, "rng": rng_states(self.model),
                      "stopped": bool(self.model.stop_training), "history": history_rows}

@@ -440,7 +440,10 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
 
     with runs.commit_set(out) as staged:
         stage = staged.dir
-        with atomic_path(os.path.join(stage, "model.keras"), suffix=".keras") as tmp:
+        from longtail._seed import tensorflow_left_unloaded
+
+        with atomic_path(os.path.join(stage, "model.keras"), suffix=".keras") as tmp, \
+                tensorflow_left_unloaded():
             model.save(tmp)
         metrics = report.to_dict()
         if "second_stage" in run_config:  # what a classifier-level method chose
