@@ -66,7 +66,7 @@ class TrainConfig:
             "gamma": v.number("gamma", self.gamma, min=0),
             "beta": v.fraction("beta", self.beta),
             "drw_epoch": v.integer("drw_epoch", self.drw_epoch, min=0, allow_none=True),
-            "num_workers": v.integer("num_workers", self.num_workers, min=1, allow_none=True),
+            "num_workers": v.integer("num_workers", self.num_workers, min=0, allow_none=True),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
