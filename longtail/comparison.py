@@ -96,7 +96,8 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         verbose: Keras verbosity for each training run.
         seeds: Training seeds; each strategy trains once per seed (into
             ``DIR/<strategy>/seed-<s>/`` when there are several). Default:
-            the ``seed`` option. The split always uses the first seed.
+            the ``seed`` option. The split uses the ``seed`` option whatever
+            ``seeds`` holds, so every run is measured on the same samples.
         baseline: The strategy every other one is measured against (its
             difference gets a paired bootstrap interval). Default ``"none"``
             when it is among ``strategies``, else no baseline.
