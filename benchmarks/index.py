@@ -13,6 +13,13 @@ times, in the same run and on the same warm file-system cache:
 Memory: bytes of the finished index per sample beyond the UTF-8 path bytes,
 for longtail's arrays and for Keras' Python lists (measured with tracemalloc),
 and the peak traced allocation while indexing.
+
+``python -m benchmarks.index --arrays 10000000 [--baseline /work/main]`` times
+the in-memory side instead: ``Dataset.from_arrays`` with integer and with
+class-name labels, ``Dataset.paths`` and ``Dataset.load`` of a saved manifest,
+each in a fresh process, in CPU seconds and peak resident memory above the
+inputs (Linux ``VmHWM``, reset before the call). ``--baseline`` runs the same
+cases against another checkout of longtail in the same run and prints ratios.
 """
 
 from __future__ import annotations
@@ -67,13 +74,98 @@ def traced(fn):
     return result, retained - before + arrow, peak - before + arrow
 
 
+_CASES = ("from_arrays int labels", "from_arrays str labels", "Dataset.paths",
+          "Dataset.load")
+
+
+def _case(name: str, rows: int, folder: str) -> None:
+    """Runs one case in this (fresh) process; prints ``cpu_s peak_mb``."""
+    import longtail as lt
+
+    classes = 1000
+    rng = np.random.default_rng(0)
+    ints = rng.integers(0, classes, rows)
+    paths = np.char.add(np.char.add("class_", (ints % classes).astype(str)),
+                        np.char.add("/img_", np.arange(rows).astype(str)))
+    paths = np.char.add(paths, ".jpg")
+    strings = np.char.add("class_", ints.astype(str))
+    manifest = os.path.join(folder, "m.parquet")
+    ds = None
+    if name in ("Dataset.paths", "Dataset.load"):
+        ds = lt.Dataset.from_arrays(paths, ints, root="/data")
+        if name == "Dataset.load":
+            ds.save(manifest)
+            del ds
+    from _measure import peak_above, reset_peak  # run as a script: benchmarks/ on sys.path
+
+    gc.collect()
+    base = reset_peak()
+    start = time.process_time()
+    if name == "from_arrays int labels":
+        out = lt.Dataset.from_arrays(paths, ints, root="/data")
+    elif name == "from_arrays str labels":
+        out = lt.Dataset.from_arrays(paths, strings, root="/data")
+    elif name == "Dataset.paths":
+        out = ds.paths
+    else:
+        out = lt.Dataset.load(manifest)
+    cpu = time.process_time() - start
+    peak = peak_above(base)
+    assert len(out) == rows
+    print(f"{cpu:.3f} {peak:.1f}")
+
+
+def arrays_main(rows: int, baseline: str | None) -> None:
+    import subprocess
+    import sys
+
+    trees = {"this tree": os.getcwd()}
+    if baseline:
+        trees["baseline"] = os.path.abspath(baseline)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="lt-arrays-") as folder:
+        for tree, path in trees.items():
+            for name in _CASES:
+                env = dict(os.environ, PYTHONPATH=path)
+                out = subprocess.run(  # this file as a script: longtail from `path`
+                    [sys.executable, os.path.abspath(__file__), "--case", name,
+                     "--arrays", str(rows), "--root", folder],
+                    env=env, cwd=folder, capture_output=True, text=True, check=True)
+                results[tree, name] = tuple(map(float, out.stdout.split()[-2:]))
+    print(f"\n{rows:,} rows, 1000 classes; CPU s and peak MB above the inputs\n")
+    header = f"{'case':<26}" + "".join(f"{t + ' s':>14}{t + ' MB':>14}" for t in trees)
+    print(header + ("   ratio s   ratio MB" if baseline else ""))
+    for name in _CASES:
+        row = f"{name:<26}" + "".join(
+            f"{results[t, name][0]:>14.2f}{results[t, name][1]:>14.0f}" for t in trees)
+        if baseline:
+            (s, m), (bs, bm) = results["this tree", name], results["baseline", name]
+            row += f"{bs / s:>9.2f}x{bm / max(m, 1):>10.2f}x"
+        print(row)
+    for tree in trees:
+        (si, mi), (ss, ms) = (results[tree, c] for c in _CASES[:2])
+        print(f"{tree}: str labels / int labels: {ss / si:.2f}x CPU, "
+              f"{ms / max(mi, 1):.2f}x peak memory")
+    if baseline:
+        print("ratio = baseline / this tree (above 1: this tree is cheaper)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arrays", type=int, default=None, metavar="ROWS",
+                        help="time from_arrays, paths and load at ROWS rows instead")
+    parser.add_argument("--baseline", default=None,
+                        help="with --arrays: another longtail checkout to compare")
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--files", type=int, default=200_000)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--root", default=None, help="reuse or create the tree here")
     args = parser.parse_args(argv)
+    if args.case:
+        return _case(args.case, args.arrays, args.root)
+    if args.arrays:
+        return arrays_main(args.arrays, args.baseline)
 
     import longtail as lt
     from keras.src.utils.dataset_utils import index_directory

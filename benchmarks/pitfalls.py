@@ -190,7 +190,9 @@ def run_sgd(paths, scheme, lr, seed, epochs) -> dict:
     from longtail.models import build_model
 
     train = lt.Dataset.from_directory(paths["train"])
-    keras.utils.set_random_seed(seed)
+    from longtail._seed import seed_everything
+
+    seed_everything(seed)
     model = build_model("small-cnn", (16, 16, 1), train.num_classes,
                         output_bias=np.zeros(train.num_classes), seed=seed)
     model.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9),

@@ -82,7 +82,9 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int, root: str
         build_cache(tree, cache, image_size=(size, size), format="raw", progress=False)
     results = {}
     for config in ("synthetic", "cache", "jpeg"):
-        keras.utils.set_random_seed(0)
+        from longtail._seed import seed_everything
+
+        seed_everything(0)
         model = _model(name, size, classes)
         model.compile(optimizer="adam",
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

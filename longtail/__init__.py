@@ -62,6 +62,8 @@ _LAZY = {
     "models": ("longtail.models", None),
     "strategies": ("longtail.strategies", None),
     "cache": ("longtail.cache", None),
+    "sources": ("longtail.sources", None),
+    "options": ("longtail.options", None),
     "tf": ("longtail.tf", None),
     "torch": ("longtail.torch", None),
 }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 
-__all__ = ["atomic_path", "write_text", "write_json", "remove_stale_temps"]
+__all__ = ["atomic_path", "write_text", "write_json", "remove_stale_temps", "csv_cell"]
 
 # What atomic_path names a temporary file: ".NAME." + mkstemp's 8 characters + suffix.
 _TEMP = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.[A-Za-z0-9]+")
@@ -35,10 +37,19 @@ def atomic_path(path: str, suffix: str = ".tmp"):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and _disk_full(e):
+            free = shutil.disk_usage(folder).free
+            raise OSError(errno.ENOSPC, f"the disk is full while writing this file "
+                                        f"({free / 2**20:.1f} MB free on its device)",
+                          path) from e
         raise
+
+
+def _disk_full(error: OSError) -> bool:
+    return error.errno == errno.ENOSPC or "No space left on device" in str(error)
 
 
 def write_text(path: str, text: str) -> None:
@@ -68,3 +79,18 @@ def remove_stale_temps(folder: str) -> list[str]:
                     os.remove(entry.path)
                     removed.append(entry.path)
     return removed
+
+
+# First characters that make a spreadsheet run a cell as a formula (OWASP's list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value) -> str:
+    """A text cell for a CSV file that a spreadsheet shows as text, never runs.
+
+    Cells starting with ``= + - @``, a tab or a carriage return get a leading
+    single quote, as OWASP's CSV-injection advice says; numbers written by
+    longtail are passed as numbers and stay as they are.
+    """
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text

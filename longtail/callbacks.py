@@ -21,7 +21,6 @@ recompiling.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from types import GeneratorType
 
@@ -33,6 +32,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from longtail import _validation as v
 from longtail.errors import ConfigError
 from longtail.losses._base import (
     ClassWeightedLoss,
@@ -143,11 +143,7 @@ class DeferredReweighting(keras.callbacks.Callback):
 
     def __init__(self, class_counts, start_epoch, beta=0.999):
         super().__init__()
-        if (isinstance(start_epoch, bool) or not isinstance(start_epoch, numbers.Integral)
-                or start_epoch < 0):
-            raise ConfigError(
-                f"`start_epoch` must be an integer >= 0; got {start_epoch!r}"
-            )
+        v.integer("start_epoch", start_epoch, min=0)
         self.class_counts = [float(c) for c in as_counts(class_counts)]
         self.start_epoch = int(start_epoch)
         self.beta = check_number(beta, "beta", 0.0, 1.0, high_open=True)
@@ -289,10 +285,7 @@ class PerClassMetrics(keras.callbacks.Callback):
                 "DataLoader, PyDataset or arrays); a generator or iterator would "
                 "be exhausted after the first epoch"
             )
-        if steps is not None and (
-            isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1
-        ):
-            raise ConfigError(f"`steps` must be an integer >= 1 or None; got {steps!r}")
+        v.integer("steps", steps, min=1, allow_none=True)
         self.validation_data = validation_data
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.batch_size = batch_size

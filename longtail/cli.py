@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import warnings
 
+from longtail import _validation as v
+from longtail import runs
 from longtail.errors import DataError, LongtailError
+from longtail.options import COLOR_MODES, RESIZE_MODES, color_mode_of
 
 __all__ = ["main", "build_parser"]
 
-WEIGHT_STRATEGIES = ("balanced", "inverse", "sqrt", "effective")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +55,15 @@ def _open(args, data=None):
     )
 
 
+def _strategy_option(text):
+    from longtail.strategies import parse_strategy_option
+
+    try:
+        return parse_strategy_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _fraction(name):
     def parse(text):
         try:
@@ -65,42 +79,28 @@ def _fraction(name):
 
 # ----------------------------------------------------------------- commands
 def cmd_stats(args) -> int:
-    from longtail.weights import class_weights
-
     ds = _open(args)
     if len(ds) == 0:
         raise DataError(f"{args.data}: no samples in any of its {ds.num_classes} classes")
-    counts = ds.class_counts
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zero-count classes: already shown as 0
-        weights = {s: class_weights(ds, s) for s in WEIGHT_STRATEGIES}
-    rows = [
-        {"class": name, "count": int(counts[i]),
-         "share": float(counts[i] / max(counts.sum(), 1)),
-         "weights": {s: weights[s][i] for s in WEIGHT_STRATEGIES}}
-        for i, name in enumerate(ds.class_names)
-    ]
-    summary = {
-        "data": args.data, "kind": ds.kind, "samples": len(ds),
-        "classes": ds.num_classes, "imbalance_ratio": ds.imbalance_ratio,
-        "weighted_rows": ds.weights is not None, "per_class": rows,
-    }
+    summary = {"data": args.data, **ds.describe()}
+    rows = summary["per_class"]
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
+    strategies = list(rows[0]["weights"])
     width = max(5, *(len(r["class"]) for r in rows))
     head = f"{'class':<{width}} {'count':>9} {'share':>7} " + " ".join(
-        f"{s:>9}" for s in WEIGHT_STRATEGIES)
+        f"{s:>9}" for s in strategies)
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['class']:<{width}} {r['count']:>9} {r['share']:>7.2%} " + " ".join(
-            f"{r['weights'][s]:>9.3f}" for s in WEIGHT_STRATEGIES))
+            f"{r['weights'][s]:>9.3f}" for s in strategies))
     print("-" * len(head))
     print(f"{'total':<{width}} {len(ds):>9} {1:>7.0%}")
     print(f"{ds.num_classes} classes, imbalance ratio {ds.imbalance_ratio:.1f} "
           f"(largest / smallest non-empty class)")
-    empty = [n for n, c in zip(ds.class_names, counts) if c == 0]
+    empty = [r["class"] for r in rows if r["count"] == 0]
     if empty:
         print(f"empty classes: {', '.join(empty)}")
     return 0
@@ -112,11 +112,11 @@ def cmd_split(args) -> int:
         raise DataError(f"{args.data}: no samples to split")
     if ds.num_classes < 2:
         raise LongtailError(f"{args.data}: found {ds.num_classes} class; at least 2 are needed")
-    parts = ds.split(val=args.val, test=args.test, seed=args.seed)
-    names = ["train"] + [n for n, f in (("val", args.val), ("test", args.test)) if f > 0]
-    for name, part in zip(names, parts):
+    from longtail.split import write_split
+
+    parts = write_split(ds, args.out, val=args.val, test=args.test, seed=args.seed)
+    for name, part in parts.items():
         path = os.path.join(args.out, f"{name}.parquet")
-        part.save(path)
         print(f"{path}: {len(part)} samples, per class {part.class_counts.tolist()}")
     return 0
 
@@ -152,24 +152,46 @@ def _train_options(args) -> dict:
     return dict(
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         color_mode=args.color_mode, model=args.model, augment=args.augment,
+        weights=args.weights, finetune=args.finetune, head_epochs=args.head_epochs,
         val_split=args.val_split, val=args.val, label_mode=args.label_mode, seed=args.seed,
         learning_rate=args.learning_rate, early_stopping=args.early_stopping, tau=args.tau,
         gamma=args.gamma, beta=args.beta, drw_epoch=args.drw_epoch,
-        num_workers=args.workers, data_options=data_options)
+        num_workers=args.workers, data_options=data_options,
+        **({"strategy_options": _group_options(args.strategy_option)}
+           if args.strategy_option else {}))
+
+
+def _group_options(items) -> dict:
+    """``[(strategy, field, value), ...]`` -> ``{strategy: {field: value}}``."""
+    grouped: dict = {}
+    for name, key, value in items:
+        grouped.setdefault(name, {})[key] = value
+    return grouped
+
+
+def _given_options(args) -> dict:
+    """The train options given on the command line (those that differ from the defaults)."""
+    defaults = build_parser().parse_args(["train", "DATA", "--out", "RUN"])
+    given, default = _train_options(args), _train_options(defaults)
+    given = {k: value for k, value in given.items() if value != default[k]}
+    if args.balance != defaults.balance:
+        given["balance"] = args.balance
+    return given
 
 
 def cmd_train(args) -> int:
     from longtail.training import train
 
-    options = {} if args.resume else _train_options(args)
+    options = _given_options(args) if args.resume else _train_options(args)
     cluster = {"coordinator": args.coordinator, "num_processes": args.num_processes,
                "process_id": args.process_id}
     if not (args.distribute or args.resume) and any(v is not None for v in cluster.values()):
         raise LongtailError("--coordinator, --num-processes and --process-id need --distribute")
     if args.distribute and not args.resume:
         options["distribute"] = True
-    result = train(args.data, args.out, resume=args.resume, balance=args.balance,
-                   cluster=cluster, **options)
+    if not args.resume:
+        options["balance"] = args.balance
+    result = train(args.data, args.out, resume=args.resume, cluster=cluster, **options)
     m = result.metrics
     print(f"\n{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
           f"balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
@@ -178,30 +200,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _run_of(model_path: str) -> tuple[str, dict | None]:
-    """The .keras file for MODEL (a file or a run folder) and its run config."""
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, "model.keras")
-    if not os.path.isfile(model_path):
-        raise LongtailError(f"{model_path}: no such model file (expected a .keras file or a "
-                            "run folder holding model.keras)")
-    config_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    config = None
-    if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    return model_path, config
-
-
-def _load_model(path: str):
-    from longtail.models import load_model
-
-    try:
-        return load_model(path)
-    except LongtailError:  # already names the file
-        raise
-    except Exception as e:  # Keras raises many kinds for a bad file
-        raise LongtailError(f"{path}: cannot load the model: {str(e).splitlines()[0]}") from e
+def _model_of(path: str):
+    """The model of MODEL (a .keras file or a run folder), its path and run config."""
+    model_path, run = runs.model_and_config(path)
+    model = runs.load_model(model_path)
+    runs.check_model(model, run, model_path)
+    return model, model_path, run
 
 
 def cmd_evaluate(args) -> int:
@@ -210,8 +214,8 @@ def cmd_evaluate(args) -> int:
     from longtail.posthoc import tune_tau
     from longtail.report import write_report
 
-    model_path, run = _run_of(args.model)
-    model = _load_model(model_path)
+    v.integer("batch_size", args.batch_size, min=1)
+    model, model_path, run = _model_of(args.model)
     names = run["class_names"] if run else None
     ds = Dataset.open(args.data, label_column=args.label_column, path_column=args.path_column,
                       weight_column=args.weight_column,
@@ -221,11 +225,10 @@ def cmd_evaluate(args) -> int:
         raise DataError(f"{args.data}: no samples to evaluate")
     options = (run or {}).get("options", {})
     loader_kw = {"label_mode": "int", "batch_size": args.batch_size, "sampling": "sequential"}
-    if ds.kind != "features":  # files, or a cache (which checks the size)
+    if ds.source.is_image:  # files, or a cache (which checks the size)
         shape = model.inputs[0].shape
         loader_kw["image_size"] = tuple(options.get("image_size") or shape[1:3])
-        loader_kw["color_mode"] = options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(
-            shape[-1], "rgb")
+        loader_kw["color_mode"] = options.get("color_mode") or color_mode_of(shape[-1])
     counts = run["train_counts"] if run else None
     tau = args.posthoc_tau
     if args.tune_tau:
@@ -252,10 +255,12 @@ def cmd_evaluate(args) -> int:
     metrics = _with_calibration(report, model, model_path, loader_kw, names)
     from longtail._io import write_json
 
-    write_json(os.path.join(args.out, "metrics.json"), metrics)
-    write_report(args.out, metrics, config={"model": model_path, "data": args.data,
-                                            "posthoc_tau": tau, "run": run},
-                 train_counts=counts, title=f"longtail evaluation: {os.path.basename(args.data)}")
+    with runs.locked(args.out, "evaluate"), runs.commit_set(args.out) as stage:
+        write_json(os.path.join(stage.dir, "metrics.json"), metrics)
+        write_report(stage.dir, metrics, config={"model": model_path, "data": args.data,
+                                                 "posthoc_tau": tau, "run": run},
+                     train_counts=counts,
+                     title=f"longtail evaluation: {os.path.basename(args.data)}")
     print(f"accuracy {metrics['accuracy']:.4f}, balanced accuracy "
           f"{metrics['balanced_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
     print(f"metrics: {os.path.join(args.out, 'metrics.json')}, report: "
@@ -360,8 +365,9 @@ def cmd_predict(args) -> int:
     from longtail._io import write_text
     from longtail.predict import collect_inputs, predict_files
 
-    model_path, run = _run_of(args.model)
-    model = _load_model(model_path)
+    v.integer("batch_size", args.batch_size, min=1)
+    v.integer("top_k", args.top_k, min=1)
+    model, model_path, run = _model_of(args.model)
     shape = model.inputs[0].shape
     options = (run or {}).get("options", {})
     k = model.outputs[0].shape[-1]
@@ -369,11 +375,12 @@ def cmd_predict(args) -> int:
     if args.posthoc_tau is not None and not run:
         raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
                             "training priors beside it")
-    paths = collect_inputs(args.inputs, allow_outside_root=args.allow_outside_root)
+    paths = collect_inputs(args.inputs, allow_outside_root=args.allow_outside_root,
+                           follow_symlinks=args.follow_symlinks)
     text, failed = predict_files(
         model, paths, class_names=names,
         image_size=options.get("image_size") or shape[1:3],
-        color_mode=options.get("color_mode") or {1: "grayscale", 4: "rgba"}.get(shape[-1], "rgb"),
+        color_mode=options.get("color_mode") or color_mode_of(shape[-1]),
         priors=run["train_counts"] if run else None, posthoc_tau=args.posthoc_tau,
         top_k=args.top_k, batch_size=args.batch_size, cost=_cost_matrix(args, names))
     if args.out:
@@ -444,6 +451,18 @@ COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": c
             "cache": cmd_cache, "adapt": cmd_adapt}
 
 
+def _add_backbone_options(p: argparse.ArgumentParser) -> None:
+    from longtail.backbones import BACKBONES, FINETUNE_HELP
+
+    p.add_argument("--weights", default=None, metavar="imagenet|PATH|none",
+                   help="weights of a pretrained --model (" + ", ".join(BACKBONES) + "): "
+                        "imagenet (default; from $KERAS_HOME/models, never downloaded), a "
+                        "weights file, or none")
+    p.add_argument("--finetune", default="head", metavar="head|top:N|all", help=FINETUNE_HELP)
+    p.add_argument("--head-epochs", type=int, default=None,
+                   help="with --finetune top:N or all: epochs of the head stage (default half)")
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from longtail.strategies import STRATEGIES
 
@@ -452,10 +471,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--image-size", default="64", help="N or HxW (height x width); default 64")
-    p.add_argument("--color-mode", default="rgb", choices=("rgb", "grayscale", "rgba"))
+    p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
     p.add_argument("--model", default=None,
                    help="small-cnn (default for images), resnet, mlp (default for tables), "
-                        "or a .keras file")
+                        "a pretrained backbone (see --weights) or a .keras file")
+    _add_backbone_options(p)
     p.add_argument("--augment", default="flip,crop",
                    help="comma-separated flip, crop, or none (default flip,crop)")
     p.add_argument("--val-split", type=_fraction("val-split"), default=0.2,
@@ -472,11 +492,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drw-epoch", type=int, default=None,
                    help="ldam-drw: epoch that starts re-weighting (default 80%% of epochs)")
     p.add_argument("--workers", type=int, default=None, help="decode threads")
+    p.add_argument("--strategy-option", type=_strategy_option, action="append", default=[],
+                   metavar="NAME.FIELD=VALUE",
+                   help="a strategy's hyper-parameter, e.g. crt.stage2_share=0.5 or "
+                        "weight-balancing.max_norm=1 (repeatable; fields in the docs of "
+                        "longtail.decoupled)")
     p.epilog = "strategies: " + "; ".join(f"{n}: {s.description}"
                                           for n, s in STRATEGIES.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from longtail.strategies import STRATEGIES
+
     parser = _Parser(prog="longtail", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -495,8 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a classifier with a balancing strategy")
     _add_train_options(p)
     p.add_argument("--balance", default="none", metavar="STRATEGY",
-                   help="none, class-weight, effective-weight, resample, sqrt-resample, "
-                        "focal, logit-adjust, balanced-softmax, ldam-drw")
+                   help=", ".join(STRATEGIES) + " (each described below)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--distribute", action="store_true",
@@ -534,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept a manifest whose paths lead outside its folder; refused "
                         "by default")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symbolic links inside INPUT folders (skipped by default, "
+                        "as when indexing)")
     p.add_argument("--cost", default=None, metavar="COSTS.csv",
                    help="predict the class of least expected cost; CSV: header "
                         "true,<class>,..., one row per true class")
@@ -571,8 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw: uint8 arrays, memory-mapped; jpeg: re-encoded at the size, "
                         "~10x smaller (default raw)")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
-    p.add_argument("--color-mode", default="rgb", choices=("rgb", "grayscale", "rgba"))
-    p.add_argument("--resize", default="stretch", choices=("stretch", "crop", "pad"))
+    p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
+    p.add_argument("--resize", default="stretch", choices=RESIZE_MODES)
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="build part I of N (machines sharing CACHE each build one part)")
     p.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
@@ -586,6 +615,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     return parser
+
+
+# Library parameter -> command-line flag, for messages: the library names its
+# parameters ("`batch_size` must be ..."), the command line shows the flag.
+_FLAGS = {
+    "batch_size": "--batch-size", "epochs": "--epochs", "image_size": "--image-size",
+    "color_mode": "--color-mode", "label_mode": "--label-mode", "val_split": "--val-split",
+    "val": "--val", "test": "--test", "seed": "--seed", "learning_rate": "--learning-rate",
+    "early_stopping": "--early-stopping", "tau": "--tau", "gamma": "--gamma",
+    "beta": "--beta", "drw_epoch": "--drw-epoch", "num_workers": "--workers",
+    "workers": "--workers", "top_k": "--top-k", "posthoc_tau": "--posthoc-tau",
+    "strategies": "--strategies", "balance": "--balance", "quality": "--quality",
+    "rows_per_shard": "--rows-per-shard", "model": "--model", "augment": "--augment",
+}
+
+
+def _flags(message: str) -> str:
+    """A library message with its `parameter` names shown as the flags that set them."""
+    return re.sub(r"`(\w+)`", lambda m: _FLAGS.get(m.group(1), m.group(0)), message)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that temp files and stages are removed."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
 
 
 def _one_line(text) -> str:
@@ -607,6 +663,17 @@ def main(argv=None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args, debug)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args, debug)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args, debug: bool) -> int:
+    """Runs the command; a bad input or argument is one line and exit status 2."""
     try:
         with warnings.catch_warnings():
             if not debug:  # one line per warning, without the source line
@@ -616,7 +683,7 @@ def main(argv=None) -> int:
     except LongtailError as e:
         if debug:
             raise
-        print(f"longtail: error: {_one_line(e)}", file=sys.stderr)
+        print(f"longtail: error: {_one_line(_flags(str(e)))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`
         return 0
@@ -629,6 +696,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("longtail: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("longtail: terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Sequence
 
+from longtail import runs
 from longtail.errors import ConfigError
 
 __all__ = ["compare", "summary_markdown"]
@@ -115,12 +116,8 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         difference from the baseline; None for the baseline), and with several
         seeds ``seeds`` (per-seed summary metrics), ``seed_mean``, ``seed_std``.
     """
-    from longtail._io import write_json, write_text
-    from longtail.dataset import Dataset
-    from longtail.evaluation import evaluate
-    from longtail.report import write_compare_report
     from longtail.strategies import resolve_strategy
-    from longtail.training import TrainConfig, train
+    from longtail.training import TrainConfig
 
     strategies = [s.strip() for s in strategies if s.strip()]
     if not strategies:
@@ -133,11 +130,54 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
     if len(set(strategies)) != len(strategies):
         raise ConfigError(f"`strategies` names a strategy twice: {', '.join(strategies)}")
     config = TrainConfig(**options)  # checks every option before any work
+    runs.check_out_outside_data(out, data)
+    with runs.locked(out, "compare"):
+        return _compare(data, strategies, out, test, verbose, config, options)
+
+
+def _check_same_comparison(out: str, data, ds, config, test) -> None:
+    """Refuses to continue a comparison in ``out`` made with other DATA or options.
+
+    ``compare.json`` records what the split and the runs were made from: the
+    data's fingerprint, the options (all but the worker count) and the test DATA.
+    """
+    from longtail._io import write_json
+    from longtail.training.checkpoint import fingerprint
+
+    options = {k: value for k, value in config.to_json().items() if k != "num_workers"}
+    now = {"data": str(data), "fingerprint": fingerprint(ds), "options": options,
+           "test": None if test is None else str(test)}
+    path = os.path.join(out, "compare.json")
+    if not os.path.exists(path):
+        write_json(path, now)
+        return
+    then = runs.read_json(path, "comparison record", {"fingerprint": str, "options": dict})
+    changed = [k for k in sorted(set(options) | set(then["options"]))
+               if options.get(k) != then["options"].get(k)]
+    if then["fingerprint"] != now["fingerprint"]:
+        changed.insert(0, "DATA")
+    if then.get("test") != now["test"]:
+        changed.append("test")
+    if changed:
+        raise ConfigError(f"--out {out}: holds a comparison made with other "
+                          f"{', '.join(changed)}; rerun with the same DATA and options to "
+                          "continue it, or choose another --out")
+
+
+def _compare(data, strategies, out, test, verbose, config, options) -> list[dict]:
+    from longtail._io import write_json, write_text
+    from longtail.dataset import Dataset
+    from longtail.evaluation import evaluate
+    from longtail.report import write_compare_report
+    from longtail.training import train
+
     data_options = config.data_options
+    _check_same_comparison(out, data, Dataset.open(data, **data_options), config, test)
 
     split_dir = os.path.join(out, "split")
     train_path = os.path.join(split_dir, "train.parquet")
     val_path = os.path.join(split_dir, "val.parquet")
+    runs.recover(split_dir)  # a split a kill left half moved in
     if not os.path.exists(val_path):
         ds = Dataset.open(data, **data_options)
         if config.val is None:
@@ -145,8 +185,9 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         else:
             train_ds, val_ds = ds, Dataset.open(config.val, **data_options,
                                                 class_names=ds.class_names)
-        train_ds.save(train_path)
-        val_ds.save(val_path)
+        with runs.commit_set(split_dir) as stage:  # train and val appear together
+            train_ds.save(stage.path("train.parquet"))
+            val_ds.save(stage.path("val.parquet"))
     train_ds = Dataset.load(train_path)
     test_ds = None
     if test is not None:
@@ -175,7 +216,7 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         durations.append(time.perf_counter() - started)
         target = test_ds if test_ds is not None else Dataset.load(val_path)
         loader_kw = {"label_mode": "int"}
-        if target.kind != "features":
+        if target.source.is_image:
             loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
         report = evaluate(model, target.loader(batch_size=config.batch_size,
                                                sampling="sequential", **loader_kw),

@@ -1,25 +1,67 @@
-"""The dataset index: paths or feature rows, integer labels and class names.
+"""The dataset index: class names, integer labels, weights and a Source.
 
-A :class:`Dataset` never holds pixels. Paths live in one Arrow string array
-(a few bytes of overhead per sample), labels in an int32 NumPy array, so a
-million-file index takes tens of MB. Datasets are immutable: ``split``,
-``subset`` and ``loader`` return new objects.
+A :class:`Dataset` never holds pixels. Labels live in an int32 NumPy array;
+how the samples are stored (paths in one Arrow string array, feature rows,
+rows of a cache) is the business of its :class:`longtail.sources.Source`,
+so a million-file index takes tens of MB. Datasets are immutable:
+``split``, ``subset`` and ``loader`` return new objects.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from longtail.errors import DataError
+from longtail._trust import seal_manifest
+from longtail.errors import ConfigError, DataError
+from longtail.options import MAX_PIXELS
+from longtail.sources import (CacheSource, FeatureSource, FileSource, Indexed, Source,
+                              is_cache, open_folder, read_manifest)
 
 __all__ = ["Dataset"]
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+WEIGHT_STRATEGIES = ("balanced", "inverse", "sqrt", "effective")  # the columns of describe()
+
+
+def _path_array(items) -> pa.Array:
+    """File paths as one Arrow string array.
+
+    An Arrow string array is kept as it is; a NumPy array of ``str`` or a
+    list of ``str`` is converted in one call, with no Python loop; anything
+    else (``pathlib`` paths) goes through ``os.fspath`` one by one.
+    """
+    if isinstance(items, pa.ChunkedArray):
+        items = items.combine_chunks()
+    paths = None
+    if isinstance(items, pa.Array):
+        if pa.types.is_string(items.type) or pa.types.is_large_string(items.type):
+            paths = items.cast(pa.string())
+    elif isinstance(items, (list, tuple, np.ndarray)):
+        try:
+            paths = pa.array(items, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # pathlib paths among them
+            pass
+    if paths is None:
+        paths = pa.array([os.fspath(p) for p in items], pa.string())
+    if paths.null_count:
+        row = int(np.argmax(paths.is_null().to_numpy(zero_copy_only=False))) + 1
+        raise DataError(f"`items`: row {row}: missing path")
+    return paths
+
+
+def _all_absolute(paths: pa.Array) -> bool:
+    if os.name == "nt":
+        return all(os.path.isabs(p) for p in paths.to_pylist())
+    import pyarrow.compute as pc
+
+    return len(paths) == 0 or pc.all(pc.starts_with(paths, "/")).as_py()
 
 
 def _readonly(array: np.ndarray | None) -> np.ndarray | None:
@@ -39,9 +81,10 @@ class Dataset:
         class_names: Class names; a label is an index into this list.
         labels: int32 array of class indices, one per sample.
         weights: float32 per-sample weights, or None.
-        kind: ``"files"`` (paths to decode), ``"features"`` (numeric rows)
-            or ``"cache"`` (rows of a :mod:`longtail.cache`; :attr:`paths`
-            are the source files, :attr:`cache_rows` the rows to read).
+        source: The :class:`longtail.sources.Source` that stores the
+            samples (files, feature rows, cache rows).
+        kind: The source's kind, ``"files"``, ``"features"`` or ``"cache"``
+            (read-only; behaviour belongs to :attr:`source`).
     """
 
     def __init__(
@@ -56,28 +99,23 @@ class Dataset:
         weights: np.ndarray | None = None,
         cache=None,
         cache_rows: np.ndarray | None = None,
+        source: Source | None = None,
     ):
-        if (paths is None) == (features is None):
-            raise DataError("a Dataset holds either paths or features, exactly one of them")
+        if source is None:
+            source = _legacy_source(paths, root, features, feature_names, cache, cache_rows)
+        elif any(v is not None for v in (paths, root, features, feature_names, cache,
+                                         cache_rows)):
+            raise DataError("pass either `source` or paths/features/cache, not both")
+        self.source = source
         self.class_names = list(class_names)
         self.labels = _readonly(np.ascontiguousarray(labels, dtype=np.int32))
-        self._paths = paths
-        self.root = root
-        self.features = _readonly(
-            None if features is None else np.ascontiguousarray(features, dtype=np.float32))
-        self.feature_names = None if feature_names is None else list(feature_names)
         self.weights = _readonly(
             None if weights is None else np.ascontiguousarray(weights, dtype=np.float32))
-        if (cache is None) != (cache_rows is None) or (cache is not None and paths is None):
-            raise DataError("a cache Dataset needs `cache`, `cache_rows` and the source `paths`")
-        self.cache = cache
-        self.cache_rows = _readonly(
-            None if cache_rows is None else np.ascontiguousarray(cache_rows, dtype=np.int64))
         n = len(self.labels)
-        for name, array in (("paths", paths), ("features", self.features),
-                            ("weights", self.weights), ("cache_rows", self.cache_rows)):
-            if array is not None and len(array) != n:
-                raise DataError(f"`{name}` has {len(array)} rows but there are {n} labels")
+        for name, length in (("source", len(source)),
+                             ("weights", None if self.weights is None else len(self.weights))):
+            if length is not None and length != n:
+                raise DataError(f"`{name}` has {length} rows but there are {n} labels")
         if len(set(self.class_names)) != len(self.class_names):
             raise DataError(f"class names must be unique; got {self.class_names}")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
@@ -85,8 +123,11 @@ class Dataset:
                 f"labels must be in 0..{len(self.class_names) - 1}; "
                 f"got {self.labels.min()}..{self.labels.max()}"
             )
-        self.kind = "cache" if cache is not None else \
-            "files" if paths is not None else "features"
+
+    @classmethod
+    def _of(cls, indexed: Indexed) -> "Dataset":
+        return cls(class_names=indexed.class_names, labels=indexed.labels,
+                   weights=indexed.weights, source=indexed.source)
 
     # ----------------------------------------------------------------- builders
     @classmethod
@@ -130,7 +171,7 @@ class Dataset:
             progress=progress,
         )
         return cls(class_names=scan.class_names, labels=scan.labels,
-                   paths=pa.array(scan.paths, pa.string()), root=os.path.abspath(path))
+                   source=FileSource(pa.array(scan.paths, pa.string()), os.path.abspath(path)))
 
     @classmethod
     def from_table(
@@ -166,22 +207,13 @@ class Dataset:
             DataError: A missing column, a bad label or weight, or a path
                 outside the root (names the row).
         """
-        from longtail.cache import is_cache_manifest, load_split
-        from longtail.sources.table import read_table
-
-        if is_cache_manifest(file):  # rows of a cache: read them from the cache
-            return load_split(file, class_names=class_names,
-                              allow_outside_root=allow_outside_root)
-        data = read_table(
+        return cls._of(read_manifest(
             file, label_column=label_column, path_column=path_column,
             weight_column=weight_column,
             feature_columns=None if feature_columns is None else list(feature_columns),
             class_names=None if class_names is None else list(class_names),
             allow_outside_root=allow_outside_root,
-        )
-        return cls(class_names=data.class_names, labels=data.labels, paths=data.paths,
-                   root=data.root, features=data.features,
-                   feature_names=data.feature_names, weights=data.weights)
+        ))
 
     @classmethod
     def from_arrays(
@@ -212,24 +244,9 @@ class Dataset:
             >>> ds.class_names
             ['cat', 'dog']
         """
-        labels = np.asarray(labels)
-        if labels.ndim != 1:
-            raise DataError(f"`labels` must be one-dimensional; got shape {labels.shape}")
-        if labels.dtype.kind in "US" or labels.dtype == object:
-            strings = labels.astype(str)
-            names = sorted(set(strings.tolist())) if class_names is None else list(class_names)
-            lookup = {name: i for i, name in enumerate(names)}
-            unknown = sorted(set(strings.tolist()) - set(lookup))
-            if unknown:
-                raise DataError(f"labels {unknown[:5]} are not in `class_names` {names}")
-            labels = np.fromiter((lookup[s] for s in strings), np.int32, len(strings))
-        elif labels.dtype.kind in "iu":
-            if labels.size and labels.min() < 0:
-                raise DataError(f"`labels` must be >= 0; got {labels.min()}")
-            k = int(labels.max()) + 1 if labels.size else 0
-            names = [str(i) for i in range(k)] if class_names is None else list(class_names)
-        else:
-            raise DataError(f"`labels` must be integers or strings; got dtype {labels.dtype}")
+        from longtail._labels import encode_labels
+
+        labels, names = encode_labels(labels, class_names)
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float64)
             if not np.all(np.isfinite(weights) & (weights >= 0)):
@@ -237,13 +254,12 @@ class Dataset:
         if isinstance(items, np.ndarray) and items.ndim == 2 and items.dtype.kind in "fiub":
             return cls(class_names=names, labels=labels, features=items, weights=weights,
                        feature_names=[f"f{i}" for i in range(items.shape[1])])
-        paths = [os.fspath(p) for p in items]
+        paths = _path_array(items)
         if root is not None:
             root = os.path.abspath(root)
-        elif any(not os.path.isabs(p) for p in paths):
+        elif not _all_absolute(paths):
             root = os.getcwd()
-        return cls(class_names=names, labels=labels, paths=pa.array(paths, pa.string()),
-                   root=root, weights=weights)
+        return cls(class_names=names, labels=labels, paths=paths, root=root, weights=weights)
 
     @classmethod
     def open(cls, data, **options) -> "Dataset":
@@ -254,31 +270,44 @@ class Dataset:
                 file (``.csv``, ``.tsv``, ``.parquet``), a cache folder
                 (``longtail cache``), or a Dataset.
             **options: Passed to :meth:`from_directory` (``extensions``,
-                ``follow_symlinks``) or :meth:`from_table` (``label_column``,
-                ``path_column``, ``weight_column``, ``allow_outside_root``);
-                options that do not apply to the form found are ignored.
+                ``follow_symlinks``, ``progress``) or :meth:`from_table`
+                (``label_column``, ``path_column``, ``weight_column``,
+                ``feature_columns``, ``allow_outside_root``); ``class_names``
+                applies to every form (a Dataset object is returned as is;
+                the caller compares its classes). None, or the default the
+                CLI passes, counts as not given.
+
+        Raises:
+            ConfigError: An option that does not apply to the form found
+                (e.g. ``weight_column`` for a folder, which has no columns);
+                ``allow_outside_root`` and ``progress`` are ignored where
+                they have nothing to do.
+            TypeError: An unknown option.
         """
-        if isinstance(data, Dataset):
+        unknown = sorted(set(options) - _OPEN_OPTIONS)
+        if unknown:
+            raise TypeError(f"Dataset.open() got unexpected options {unknown}; accepted: "
+                            f"{', '.join(sorted(_OPEN_OPTIONS))}")
+        if isinstance(data, Dataset):  # opened already: only its classes may be named
+            _applicable(options, {"class_names"}, "data is a Dataset object, opened already",
+                        ignore=("allow_outside_root", "progress"))
             return data
         path = os.fspath(data)
-        from longtail.cache import is_cache
-
         if is_cache(path):
-            from longtail.cache import open_cache
-
-            return open_cache(path, allow_outside_root=bool(options.get(
-                "allow_outside_root"))).dataset(class_names=options.get("class_names"))
+            kw = _applicable(options, {"class_names", "allow_outside_root"},
+                             f"{path} is a cache folder", ignore=("progress",))
+            return cls._of(open_folder(path, **kw))
         if os.path.isdir(path):
-            keys = ("extensions", "follow_symlinks", "class_names", "progress")
-            return cls.from_directory(path, **{k: v for k, v in options.items()
-                                               if k in keys and v is not None})
+            kw = _applicable(options, _keywords(cls.from_directory),
+                             f"{path} is a folder with one sub-folder per class",
+                             ignore=("allow_outside_root",))
+            return cls.from_directory(path, **kw)
         if not os.path.exists(path):
             raise DataError(f"{path}: no such file or folder")
         if path.lower().endswith(_TABLE_SUFFIXES):
-            keys = ("label_column", "path_column", "weight_column", "feature_columns",
-                    "class_names", "allow_outside_root")
-            return cls.from_table(path, **{k: v for k, v in options.items()
-                                           if k in keys and v is not None})
+            kw = _applicable(options, _keywords(cls.from_table), f"{path} is a table",
+                             ignore=("progress",))
+            return cls.from_table(path, **kw)
         raise DataError(
             f"{path}: expected a folder with one sub-folder per class, or a .csv or "
             ".parquet table"
@@ -312,24 +341,60 @@ class Dataset:
         return float(counts.max() / counts.min()) if counts.size else float("nan")
 
     @property
+    def kind(self) -> str:
+        """The source's kind (``"files"``, ``"features"``, ``"cache"``), read-only."""
+        return self.source.kind
+
+    @property
     def relative_paths(self) -> pa.Array | None:
         """Paths as stored: relative to :attr:`root` (or absolute when it is None)."""
-        return self._paths
+        return self.source.relative_paths
+
+    @property
+    def root(self) -> str | None:
+        """The folder :attr:`relative_paths` are relative to."""
+        return self.source.root
+
+    # Views of what some sources hold, kept for code written before Sources.
+    features = property(lambda self: getattr(self.source, "features", None),
+                        doc="float32 feature rows (a feature source), else None.")
+    feature_names = property(lambda self: getattr(self.source, "feature_names", None),
+                             doc="Names of the feature columns, or None.")
+    cache = property(lambda self: getattr(self.source, "cache", None),
+                     doc="The :class:`longtail.cache.Cache` of a cache source, else None.")
+    cache_rows = property(lambda self: getattr(self.source, "rows", None),
+                          doc="int64 cache row of each sample (a cache source), else None.")
 
     def path(self, i: int) -> str:
         """The absolute path of sample ``i``."""
-        rel = self._paths[i].as_py()
-        return rel if self.root is None else os.path.join(self.root, rel)
+        return self.source.path(i)
 
     @property
     def paths(self) -> np.ndarray:
         """Absolute paths of every sample as a NumPy array of str."""
-        if self._paths is None:
-            raise DataError("this dataset holds feature rows, not paths")
-        rel = self._paths.to_numpy(zero_copy_only=False)
+        if self.relative_paths is None:
+            raise DataError(f"this dataset holds {self.source.describe()}, not paths")
+        return self.absolute_paths.to_numpy(zero_copy_only=False).astype(str)
+
+    @property
+    def absolute_paths(self) -> pa.Array:
+        """Absolute paths of every sample as an Arrow string array (no Python strings).
+
+        What :attr:`paths` gives as NumPy, built in Arrow: ``os.path.join(root,
+        path)`` for each stored path, vectorised.
+        """
+        rel = self.relative_paths
+        if rel is None:
+            raise DataError(f"this dataset holds {self.source.describe()}, not paths")
         if self.root is None:
-            return rel.astype(str)
-        return np.array([os.path.join(self.root, p) for p in rel], dtype=str)
+            return rel
+        if os.name == "nt":  # os.path.join's drive and separator rules
+            return pa.array([os.path.join(self.root, p) for p in rel.to_pylist()],
+                            pa.string())
+        import pyarrow.compute as pc
+
+        joined = pc.binary_join_element_wise(os.path.join(self.root, ""), rel, "")
+        return pc.if_else(pc.starts_with(rel, "/"), rel, joined)
 
     def __repr__(self) -> str:
         return (f"Dataset({len(self)} {self.kind}, {self.num_classes} classes, "
@@ -344,17 +409,9 @@ class Dataset:
         indices = indices.astype(np.int64)
         if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
             raise DataError(f"subset indices must be in 0..{len(self) - 1}")
-        return Dataset(
-            class_names=self.class_names,
-            labels=self.labels[indices],
-            paths=None if self._paths is None else self._paths.take(pa.array(indices)),
-            root=self.root,
-            features=None if self.features is None else self.features[indices],
-            feature_names=self.feature_names,
-            weights=None if self.weights is None else self.weights[indices],
-            cache=self.cache,
-            cache_rows=None if self.cache_rows is None else self.cache_rows[indices],
-        )
+        return Dataset(class_names=self.class_names, labels=self.labels[indices],
+                       weights=None if self.weights is None else self.weights[indices],
+                       source=self.source.take(indices))
 
     def split(self, val: float = 0.2, test: float = 0.0, seed: int = 0) -> tuple["Dataset", ...]:
         """Splits stratified by class; see :func:`longtail.split.stratified_split`.
@@ -369,11 +426,54 @@ class Dataset:
                                  class_names=self.class_names)
         return tuple(self.subset(p) for p in parts)
 
-    def loader(self, batch_size: int = 32, **options):
-        """A batch loader for Keras ``fit``; see :func:`longtail.loader.make_loader`."""
+    def loader(self, batch_size: int = 32, image_size=None, sampling="shuffle",
+               class_weight=None, label_mode: str = "int", seed: int = 0,
+               shard=(0, 1), num_workers: int | None = None,
+               prefetch: int | None = None, on_error: str = "skip",
+               color_mode: str = "rgb", resize: str = "stretch",
+               dtype: str = "uint8", epoch_length: int | None = None,
+               drop_remainder: bool | None = None, max_pixels: int | None = MAX_PIXELS):
+        """A batch loader for Keras ``fit``; see :func:`longtail.loader.make_loader`.
+
+        ``image_size`` takes ``64``, ``"64x48"`` or ``(64, 48)`` (height
+        first), as ``train`` and ``--image-size`` do.
+        """
         from longtail.loader import make_loader
 
-        return make_loader(self, batch_size=batch_size, **options)
+        return make_loader(self, batch_size=batch_size, image_size=image_size,
+                           sampling=sampling, class_weight=class_weight,
+                           label_mode=label_mode, seed=seed, shard=shard,
+                           num_workers=num_workers, prefetch=prefetch, on_error=on_error,
+                           color_mode=color_mode, resize=resize, dtype=dtype,
+                           epoch_length=epoch_length, drop_remainder=drop_remainder,
+                           max_pixels=max_pixels)
+
+    def describe(self) -> dict:
+        """What ``longtail stats`` prints: counts, shares and class weights per class.
+
+        Returns:
+            A JSON-able dict: ``kind``, ``source`` (one line), ``samples``,
+            ``classes``, ``imbalance_ratio``, ``weighted_rows`` and
+            ``per_class``, a list of ``{"class", "count", "share",
+            "weights"}`` with the weight of every strategy of
+            :func:`longtail.class_weights` (balanced, inverse, sqrt,
+            effective).
+        """
+        from longtail.weights import class_weights
+
+        counts = self.class_counts
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-count classes: already shown as 0
+            weights = {s: class_weights(self, s) for s in WEIGHT_STRATEGIES}
+        rows = [
+            {"class": name, "count": int(counts[i]),
+             "share": float(counts[i] / max(counts.sum(), 1)),
+             "weights": {s: weights[s][i] for s in WEIGHT_STRATEGIES}}
+            for i, name in enumerate(self.class_names)
+        ]
+        return {"kind": self.kind, "source": self.source.describe(), "samples": len(self),
+                "classes": self.num_classes, "imbalance_ratio": self.imbalance_ratio,
+                "weighted_rows": self.weights is not None, "per_class": rows}
 
     # ------------------------------------------------------------------- files
     def to_table(self, relative_to: str | None = None) -> pa.Table:
@@ -383,22 +483,9 @@ class Dataset:
             relative_to: Folder the stored root is written relative to (the
                 manifest's folder), so a manifest moved with its data stays valid.
         """
-        columns, names = [], []
-        meta: dict = {"version": 1, "class_names": self.class_names, "kind": self.kind}
-        if self._paths is not None:
-            columns.append(self._paths)
-            names.append("path")
-            root = self.root
-            if root is not None and relative_to is not None:
-                try:
-                    root = os.path.relpath(root, relative_to)
-                except ValueError:  # another drive on Windows
-                    pass
-            meta["root"] = root
-        else:
-            for j, name in enumerate(self.feature_names):
-                columns.append(pa.array(self.features[:, j]))
-                names.append(name)
+        names, columns, source_meta = self.source.to_columns(relative_to)
+        meta: dict = {"version": 1, "class_names": self.class_names, **source_meta}
+        names, columns = list(names), list(columns)
         labels = pa.DictionaryArray.from_arrays(
             pa.array(self.labels), pa.array(self.class_names, pa.string()))
         columns.append(labels)
@@ -407,17 +494,9 @@ class Dataset:
             columns.append(pa.array(self.weights))
             names.append("weight")
             meta["weight_column"] = "weight"
-        if self.cache is not None:  # rows of a cache: its folder and the row indices
-            columns.append(pa.array(self.cache_rows))
-            names.append("row")
-            cache_root = self.cache.root
-            if relative_to is not None:
-                try:
-                    cache_root = os.path.relpath(cache_root, relative_to)
-                except ValueError:
-                    pass
-            meta["cache"] = cache_root
         table = pa.table(columns, names=names)
+        if "root" in meta or "cache" in meta:  # folders a reader trusts only when sealed
+            meta["seal"] = seal_manifest(meta, table)
         return table.replace_schema_metadata({b"longtail": json.dumps(meta).encode()})
 
     def save(self, path: str) -> str:
@@ -441,43 +520,67 @@ class Dataset:
 
     def _rooted(self) -> "Dataset":
         """This dataset with every path inside :attr:`root` (a new root if needed)."""
-        import pyarrow.compute as pc
-
-        if self._paths is None or len(self) == 0:
-            return self
-        if self.root is not None:
-            suspect = pc.or_(pc.starts_with(self._paths, "/"),
-                             pc.match_substring(self._paths, ".."))
-            if os.name != "nt" and not pc.any(suspect).as_py():
-                return self
-        full = [os.path.normpath(p) for p in self.paths.tolist()]
-        inside = os.path.join(os.path.normpath(self.root), "") if self.root else None
-        if inside is not None and all(p.startswith(inside) for p in full):
-            return self
-        try:
-            root = os.path.commonpath([os.path.dirname(p) for p in full])
-        except ValueError:  # paths on several Windows drives: keep them absolute
+        source = self.source.rooted()
+        if source is self.source:
             return self
         return Dataset(class_names=self.class_names, labels=self.labels,
-                       paths=pa.array([os.path.relpath(p, root) for p in full], pa.string()),
-                       root=root, weights=self.weights, cache=self.cache,
-                       cache_rows=self.cache_rows)
+                       weights=self.weights, source=source)
 
     def equals(self, other: "Dataset") -> bool:
         """Whether two datasets index the same samples with the same labels."""
-        if not isinstance(other, Dataset) or self.kind != other.kind:
+        if not isinstance(other, Dataset):
             return False
-        same = (self.class_names == other.class_names
-                and np.array_equal(self.labels, other.labels)
-                and (self.weights is None) == (other.weights is None)
-                and (self.weights is None or np.array_equal(self.weights, other.weights)))
-        if not same:
-            return False
-        if self.kind == "features":
-            return np.array_equal(self.features, other.features)
-        if self.kind == "cache" and not (
-                os.path.realpath(self.cache.root) == os.path.realpath(other.cache.root)
-                and np.array_equal(self.cache_rows, other.cache_rows)):
-            return False
-        return bool(np.array_equal(self.paths, other.paths))
+        return bool(self.class_names == other.class_names
+                    and np.array_equal(self.labels, other.labels)
+                    and (self.weights is None) == (other.weights is None)
+                    and (self.weights is None or np.array_equal(self.weights, other.weights))
+                    and self.source.same_samples(other.source))
 
+
+# ------------------------------------------------------------------ helpers
+def _legacy_source(paths, root, features, feature_names, cache, cache_rows) -> Source:
+    """The Source the keyword arguments of older code describe."""
+    if (paths is None) == (features is None) and cache is None:
+        raise DataError("a Dataset holds either paths or features, exactly one of them")
+    if (cache is None) != (cache_rows is None):
+        raise DataError("a cache Dataset needs `cache` and `cache_rows`")
+    if cache is not None:
+        return CacheSource(cache, cache_rows)
+    if features is not None:
+        return FeatureSource(features, feature_names)
+    return FileSource(paths, root)
+
+
+_OPEN_OPTIONS = {"extensions", "follow_symlinks", "class_names", "progress", "label_column",
+                 "path_column", "weight_column", "feature_columns", "allow_outside_root"}
+# Values that mean "not given" (the CLI passes its defaults for every form).
+_NOT_GIVEN = {"label_column": "label", "path_column": "path", "follow_symlinks": False,
+              "allow_outside_root": False, "progress": False}
+_OPTION_OF = {
+    "extensions": "folders", "follow_symlinks": "folders", "progress": "folders",
+    "label_column": "tables", "path_column": "tables", "weight_column": "tables",
+    "feature_columns": "tables", "allow_outside_root": "tables and caches",
+    "class_names": "every form",
+}
+
+
+def _keywords(method) -> set:
+    """The keyword-only parameters of a builder."""
+    return {name for name, p in inspect.signature(method).parameters.items()
+            if p.kind is p.KEYWORD_ONLY}
+
+
+def _given(options: dict) -> list:
+    """Names of the options given a value that is not None nor a "not given" default."""
+    return [k for k, v in options.items() if v is not None
+            and not (k in _NOT_GIVEN and isinstance(v, type(_NOT_GIVEN[k]))
+                     and v == _NOT_GIVEN[k])]
+
+
+def _applicable(options: dict, accepted, what: str, ignore=()) -> dict:
+    """The options in ``accepted``; a ConfigError naming a given one that does not apply."""
+    for name in _given(options):
+        if name not in accepted and name not in ignore:
+            raise ConfigError(f"`{name}` does not apply here: {what}; it is an option of "
+                              f"{_OPTION_OF[name]}")
+    return {k: v for k, v in options.items() if k in accepted and v is not None}

@@ -13,9 +13,9 @@ Every failure raises :class:`longtail.errors.DecodeError` naming the file.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
+import re
 import stat
 import struct
 import tokenize
@@ -26,13 +26,12 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
-from longtail.errors import ConfigError, DecodeError
+from longtail.errors import DecodeError
+from longtail.options import COLOR_MODES, DTYPES, RESIZE_MODES  # noqa: F401 (re-exported)
+from longtail.options import ImageOptions as DecodeOptions
 
 __all__ = ["DecodeOptions", "decode_image", "read_file", "read_image", "sniff_format"]
 
-COLOR_MODES = {"rgb": 3, "grayscale": 1, "rgba": 4}
-RESIZE_MODES = ("stretch", "crop", "pad")
-DTYPES = ("uint8", "float32")
 _PIL_MODE = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
 _JPEG_COLORSPACE = {"rgb": "RGB", "grayscale": "GRAY", "rgba": "RGBA"}
 # EXIF orientation -> the same transposition on an (h, w, c) array (as
@@ -54,67 +53,6 @@ cv2.setNumThreads(0)
 # Downscale factor above which a plain bilinear resize would skip source
 # pixels (aliasing); past it OpenCV's area averaging is used instead.
 _LINEAR_MAX_FACTOR = 2.0
-
-
-def _one_of(name, value, accepted):
-    if value not in accepted:
-        raise ConfigError(
-            f"{name} must be one of {', '.join(accepted)}; got {value!r}"
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-    """How to turn a file into an array.
-
-    Args:
-        image_size: ``(height, width)`` of the output, an int for a square, or
-            None to keep each image's own size.
-        color_mode: ``"rgb"`` (3 channels, alpha dropped as Keras does),
-            ``"grayscale"`` (1 channel, ITU-R 601 luma) or ``"rgba"``
-            (4 channels, opaque alpha added where missing).
-        resize: ``"stretch"`` (default, like Keras: ignore the aspect ratio),
-            ``"crop"`` (centre crop to the target aspect ratio, then resize)
-            or ``"pad"`` (resize to fit, centre, pad with zeros).
-        dtype: ``"uint8"`` or ``"float32"``; values stay in 0..255 either
-            way (scaling belongs in the model).
-        max_pixels: refuse images with more pixels than this (decompression
-            bomb guard); None for no limit. Pillow's own limit
-            (``PIL.Image.MAX_IMAGE_PIXELS``) still applies to non-JPEG files.
-    """
-
-    image_size: tuple[int, int] | None = None
-    color_mode: str = "rgb"
-    resize: str = "stretch"
-    dtype: str = "uint8"
-    max_pixels: int | None = 89_478_485
-
-    def __post_init__(self):
-        size = self.image_size
-        if size is not None:
-            if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-                size = (int(size), int(size))
-            ok = (isinstance(size, (tuple, list)) and len(size) == 2 and all(
-                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
-                for s in size))
-            if not ok:
-                raise ConfigError(
-                    "image_size must be None, a positive int or a (height, width) "
-                    f"pair of positive ints; got {self.image_size!r}"
-                )
-            object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
-        _one_of("color_mode", self.color_mode, tuple(COLOR_MODES))
-        _one_of("resize", self.resize, RESIZE_MODES)
-        _one_of("dtype", self.dtype, DTYPES)
-        mp = self.max_pixels
-        if mp is not None and (isinstance(mp, bool) or not isinstance(mp, (int, np.integer))
-                               or mp < 1):
-            raise ConfigError(f"max_pixels must be a positive int or None; got {mp!r}")
-
-    @property
-    def channels(self) -> int:
-        """Number of output channels: 3, 1 or 4."""
-        return COLOR_MODES[self.color_mode]
 
 
 def sniff_format(data: bytes) -> str:
@@ -196,14 +134,30 @@ def decode_image(data: bytes, options: DecodeOptions, path="<bytes>") -> np.ndar
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
-        raise DecodeError(path, f"too many pixels for Pillow ({e})") from e
+        raise DecodeError(path, f"too many pixels for Pillow ({_reason(e)})") from e
     except (ValueError, OSError, SyntaxError, EOFError, struct.error, IndexError,
             TypeError, cv2.error) as e:
         what = kind.upper() if kind != "unknown" else "image"
-        raise DecodeError(path, f"cannot decode {what}: {e}") from e
+        raise DecodeError(path, f"cannot decode {what}: {_reason(e)}") from e
     if options.dtype == "float32":
         return out.astype(np.float32)
     return out
+
+
+# What a decoder's message may quote from the file: quoted text, byte values, reprs.
+_QUOTED = re.compile(r"""b?'[^']*'?|b?"[^"]*"?|0x[0-9A-Fa-f]+|\{.*\}|\\x[0-9A-Fa-f]{2}""")
+
+
+def _reason(error: BaseException) -> str:
+    """A decoder's message without anything it quotes from the file.
+
+    Messages end up in warnings, ``cache.json``, ``metrics.json`` and
+    predict's CSV; a file that is not an image (a password file named
+    ``.jpg``) must not have its first bytes copied there.
+    """
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = _QUOTED.sub("...", text)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _check_pixels(height, width, options, path):
@@ -337,7 +291,7 @@ def _decode_pillow(data, options, path):
     except Image.UnidentifiedImageError as e:
         raise DecodeError(
             path, "not a recognised image (expected JPEG, PNG, BMP, GIF, WebP, TIFF "
-            f"or .npy; the file starts with {bytes(data[:8])!r})") from e
+            "or .npy)") from e
     width, height = im.size
     _check_pixels(height, width, options, path)
     if im.format == "JPEG" and options.image_size is not None:
@@ -367,7 +321,7 @@ def _check_npy_header(data, options, path):
         else:
             raise DecodeError(path, f"unsupported .npy format version {version}")
     except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
-        raise DecodeError(path, f"cannot decode NPY: bad header ({e})") from e
+        raise DecodeError(path, f"cannot decode NPY: bad header ({_reason(e)})") from e
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
         raise DecodeError(
             path, f"expected an (h, w) or (h, w, c) array with c in 1, 3, 4; got shape {shape}")

@@ -107,7 +107,7 @@ def _loader_of(model, data, batch_size: int, loader_kw: dict) -> Iterable:
             )
         return data
     options = {"sampling": "sequential", "label_mode": "int", **loader_kw}
-    if getattr(data, "kind", "files") == "files" and "image_size" not in options:
+    if data.source.is_image and data.source.image_size is None and "image_size" not in options:
         size = _image_size(model)
         if size is None:
             raise ConfigError(

@@ -19,17 +19,15 @@ a new epoch each time Keras starts one.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import warnings
 
 import grain
 import numpy as np
-from keras.src.trainers.data_adapters import data_adapter_utils
-from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 
-from longtail.decode import DecodeOptions, read_image
+from longtail._keras import DataAdapter, get_torch_dataloader, refuse_fit_weights
 from longtail.errors import ConfigError, DecodeError
+from longtail.options import MAX_PIXELS, ImageOptions
 from longtail.sampling import resolve_sampling
 from longtail.sampling import shard as shard_plan
 
@@ -66,14 +64,15 @@ def make_loader(dataset, batch_size: int, image_size=None, sampling="shuffle",
                 color_mode: str = "rgb", resize: str = "stretch",
                 dtype: str = "uint8", epoch_length: int | None = None,
                 drop_remainder: bool | None = None,
-                max_pixels: int | None = 89_478_485) -> "Loader":
+                max_pixels: int | None = MAX_PIXELS) -> "Loader":
     """Builds a batch loader over a :class:`longtail.Dataset`.
 
     Args:
         dataset: a :class:`longtail.Dataset` of files or feature rows.
         batch_size: samples per batch (per host when sharded).
-        image_size: ``(height, width)`` or an int; None keeps each image's
-            size (then all images must share one). Ignored for features.
+        image_size: ``(height, width)``, an int, or ``"HxW"``; None keeps
+            each image's size (then all images must share one; a cache's
+            size for a cache). Ignored for features.
         sampling: a plan name (``"shuffle"``, ``"sequential"``,
             ``"balanced"``, ``"undersample"``, ``"sqrt"``, ``"power"``,
             ``"progressive"``), a dict such as ``{"name": "power", "q": 0.3}``
@@ -98,13 +97,13 @@ def make_loader(dataset, batch_size: int, image_size=None, sampling="shuffle",
             or ``"raise"`` (:class:`longtail.DecodeError` naming the file).
         color_mode: ``"rgb"``, ``"grayscale"`` or ``"rgba"``.
         resize: ``"stretch"``, ``"crop"`` or ``"pad"``; see
-            :class:`longtail.decode.DecodeOptions`.
+            :class:`longtail.options.ImageOptions`.
         dtype: ``"uint8"`` or ``"float32"`` images, values 0..255.
         epoch_length: samples per epoch for the class-share plans
             (``balanced``, ``sqrt``, ``power``, ``progressive``).
         drop_remainder: drop the last partial batch; default True for every
             plan except ``"sequential"`` (evaluation sees every sample).
-        max_pixels: decompression-bomb guard, see ``DecodeOptions``.
+        max_pixels: decompression-bomb guard, see ``ImageOptions``.
 
     Returns:
         A :class:`Loader`; ``model.fit(loader, epochs=...)`` works as is.
@@ -151,7 +150,7 @@ class Loader(DataAdapter):
                  class_weight=None, label_mode="int", seed=0, shard=(0, 1),
                  num_workers=None, prefetch=None, on_error="skip", color_mode="rgb",
                  resize="stretch", dtype="uint8", epoch_length=None,
-                 drop_remainder=None, max_pixels=89_478_485):
+                 drop_remainder=None, max_pixels=MAX_PIXELS):
         from longtail.weights import resolve_class_weight
 
         self.dataset = dataset
@@ -171,18 +170,21 @@ class Loader(DataAdapter):
             else _positive_int("num_workers", num_workers, minimum=0)
         self.prefetch = self.num_workers + 2 if prefetch is None else \
             _positive_int("prefetch", prefetch, minimum=0)
-        self.options = DecodeOptions(image_size=image_size, color_mode=color_mode,
-                                     resize=resize, dtype=dtype, max_pixels=max_pixels)
+        self.source = dataset.source
+        self.options = self.source.resolve(ImageOptions(
+            image_size=image_size, color_mode=color_mode, resize=resize, dtype=dtype,
+            max_pixels=max_pixels))
         self.sampler_ = _with_epoch_length(sampling, epoch_length)
         self.drop_remainder = (self.sampler_.name != "sequential"
                                if drop_remainder is None else bool(drop_remainder))
-        self.class_weight_ = resolve_class_weight(class_weight, dataset)
         self._labels = np.asarray(dataset.labels)
         self._num_classes = len(dataset.class_names)
+        self.class_weight_ = resolve_class_weight(class_weight, dataset)
+        if self.class_weight_ is not None and len(self.class_weight_) != self._num_classes:
+            raise ConfigError(
+                f"`class_weight` must have one weight per class ({self._num_classes}: "
+                f"{', '.join(dataset.class_names)}); got {len(self.class_weight_)} weights")
         self._row_weights = getattr(dataset, "weights", None)
-        self._kind = dataset.kind
-        if self._kind == "cache":  # rows come decoded from the cache, at its size
-            self.options, self._read_cache = dataset.cache.reader(self.options)
         total = self.sampler_.length(self._labels)
         count = self.shard[1]
         self._local_length = -(-total // count)  # shard() pads to equal lengths
@@ -228,7 +230,7 @@ class Loader(DataAdapter):
             return self._plan_cache[1]
 
     def __repr__(self):
-        return (f"Loader({len(self.dataset)} {self._kind}, {self._num_batches} batches "
+        return (f"Loader({len(self.dataset)} {self.source.kind}, {self._num_batches} batches "
                 f"of {self._batch_size}, sampling={self.sampler_.name!r}, epoch={self.epoch})")
 
     # ------------------------------------------------------- batch assembly
@@ -242,19 +244,19 @@ class Loader(DataAdapter):
         plan = self.plan(epoch)
         start = b * self._batch_size
         idx = plan[start:start + self._batch_size]
-        if self._kind == "features":
-            rows = idx
-            x = np.asarray(self.dataset.features[idx], dtype=np.float32)
-        elif self._kind == "cache":
-            rows = idx
-            x = self._read_cache(self.dataset.cache_rows[idx])
-        else:
-            rows = idx.copy()
-            images = []
-            for j, i in enumerate(idx):
-                image, rows[j] = self._load(int(i), epoch, start + j)
-                images.append(image)
-            x = self._stack(images)
+        rows = idx.copy()
+        candidates = {}  # position in the batch -> its replacement draws
+
+        def substitute(j, index, error):
+            if self.on_error == "raise":
+                raise error
+            self._record(index, error)
+            if j not in candidates:
+                candidates[j] = self._candidates(index, error, epoch, start + j)
+            rows[j] = next(candidates[j])
+            return rows[j]
+
+        x = self.source.read(idx, self.options, substitute=substitute)
         y = self._labels[rows].astype(np.int32)
         if self.label_mode == "categorical":
             onehot = np.zeros((len(y), self._num_classes), np.float32)
@@ -268,29 +270,15 @@ class Loader(DataAdapter):
             w = rw if w is None else w * rw
         return (x, y) if w is None else (x, y, w.astype(np.float32))
 
-    def _stack(self, images):
-        shape = images[0].shape
-        if any(im.shape != shape for im in images):
-            raise ConfigError(
-                "images in a batch have different sizes "
-                f"({sorted({im.shape for im in images})[:3]}); pass image_size=(h, w)")
-        out = np.empty((len(images),) + shape, images[0].dtype)
-        for j, im in enumerate(images):
-            out[j] = im
-        return out
+    def _candidates(self, index: int, first: DecodeError, epoch: int, position: int):
+        """Yields deterministic replacements for sample ``index``, which failed to read.
 
-    def _load(self, index: int, epoch: int, position: int):
-        """Decodes sample ``index``, or a deterministic replacement if it fails."""
-        try:
-            return read_image(self.dataset.path(index), self.options), index
-        except DecodeError as e:
-            if self.on_error == "raise":
-                raise
-            self._record(index, e)
-            first = e
+        Candidates depend only on (seed, epoch, global position), so the
+        outcome is the same whatever the thread timing or resume point: first
+        samples of the same class, then of any class; a DecodeError when
+        they are used up.
+        """
         members = self._class_members(self._labels[index])
-        # Candidates depend only on (seed, epoch, global position), so the
-        # outcome is the same whatever the thread timing or resume point.
         glob = position * self.shard[1] + self.shard[0]
         rng = np.random.default_rng([self.seed, epoch, glob, 0x5EED])
         for attempt in range(_REPLACEMENT_TRIES):
@@ -298,12 +286,8 @@ class Loader(DataAdapter):
             size = len(pool) if pool is not None else len(self._labels)
             pick = int(rng.integers(size))
             candidate = int(pool[pick]) if pool is not None else pick
-            if candidate in self._bad:
-                continue
-            try:
-                return read_image(self.dataset.path(candidate), self.options), candidate
-            except DecodeError as e:
-                self._record(candidate, e)
+            if candidate not in self._bad:
+                yield candidate
         raise DecodeError(first.path, f"{first.reason}; and {_REPLACEMENT_TRIES} "
                           "replacement samples also failed to decode")
 
@@ -388,7 +372,7 @@ class Loader(DataAdapter):
 
     # ------------------------------------------------- Keras data adapter
     def on_epoch_begin(self):
-        _refuse_fit_weights(self)
+        refuse_fit_weights(self)
         with self._lock:
             self._epoch_start, self._drawn = self._cursor, 0
 
@@ -407,7 +391,7 @@ class Loader(DataAdapter):
         return self._batches(rolling=True)
 
     def get_torch_dataloader(self):
-        return data_adapter_utils.get_torch_dataloader(self._batches(rolling=True))
+        return get_torch_dataloader(self._batches(rolling=True))
 
     def get_tf_dataset(self):
         import tensorflow as tf
@@ -422,11 +406,8 @@ class Loader(DataAdapter):
 
     def _tf_signature(self, tf):
         n = self._batch_size if self.drop_remainder else None
-        if self._kind == "features":
-            x = tf.TensorSpec((n, self.dataset.features.shape[1]), tf.float32)
-        else:
-            h, w = self.options.image_size or (None, None)
-            x = tf.TensorSpec((n, h, w, self.options.channels), self.options.dtype)
+        x = tf.TensorSpec((n, *self.source.item_shape(self.options)),
+                          self.source.item_dtype(self.options))
         y = (tf.TensorSpec((n,), tf.int32) if self.label_mode == "int"
              else tf.TensorSpec((n, self._num_classes), tf.float32))
         weighted = self.class_weight_ is not None or self._row_weights is not None
@@ -448,20 +429,3 @@ class Loader(DataAdapter):
     @property
     def partial_batch_size(self):
         return self._local_length % self._batch_size if self.has_partial_batch else None
-
-
-def _refuse_fit_weights(loader):
-    """Raises if ``fit``/``evaluate`` was given weights Keras would ignore."""
-    frame = sys._getframe(1)
-    for _ in range(12):
-        if frame is None:
-            return
-        local = frame.f_locals
-        if frame.f_code.co_name in ("fit", "evaluate") and local.get("x") is loader:
-            for name in ("class_weight", "sample_weight", "y"):
-                if local.get(name) is not None:
-                    raise ConfigError(
-                        f"{frame.f_code.co_name}() was given `{name}`, which Keras ignores "
-                        f"for a longtail Loader; pass class_weight= to the loader instead")
-            return
-        frame = frame.f_back

@@ -4,6 +4,12 @@ A model trained with plain cross-entropy on long-tailed data learns
 ``logit_c ~ log p(x | c) + log pi_c``. Subtracting ``tau * log pi_c`` at
 prediction time removes the bias towards frequent classes without
 retraining; :func:`tune_tau` picks tau on validation data.
+
+tau-normalisation (Kang et al. 2020) corrects the classifier instead: its
+class vectors grow with the class's frequency, and ``w_c / ||w_c||**tau``
+evens them out; :func:`tau_normalize` applies it to a kernel and
+:func:`tune_tau_norm` picks tau on validation features (the classifier's
+inputs).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from sklearn.metrics import balanced_accuracy_score
 from longtail.errors import ConfigError
 from longtail.losses._base import as_priors, check_number
 
-__all__ = ["adjust_logits", "tune_tau"]
+__all__ = ["adjust_logits", "tune_tau", "tau_normalize", "tune_tau_norm"]
 
 
 def _is_numpy_like(value) -> bool:
@@ -125,5 +131,66 @@ def tune_tau(logits, y_true, priors, taus=None):
     scores = np.array([
         balanced_accuracy_score(y, np.argmax(logits - tau * log_priors, axis=-1))
         for tau in taus
+    ])
+    return float(taus[int(np.argmax(scores))]), scores
+
+
+def tau_normalize(kernel, tau):
+    """tau-normalisation of a classifier kernel: ``w_c / ||w_c||**tau`` per class.
+
+    Args:
+        kernel: The classifier's weights, shape (d, k) as a Keras ``Dense``
+            stores them (column ``c`` is class ``c``'s vector).
+        tau: Exponent >= 0: 0 leaves the kernel as it is, 1 gives every class
+            vector unit norm. A class vector of norm 0 stays 0.
+
+    Returns:
+        A float64 array of the kernel's shape.
+
+    Example:
+        >>> tau_normalize(np.array([[3.0, 0.0], [4.0, 2.0]]), 1.0)
+        array([[0.6, 0. ],
+               [0.8, 1. ]])
+    """
+    tau = check_number(tau, "tau", 0.0)
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim != 2:
+        raise ConfigError(f"`kernel` must have shape (d, k); got {kernel.shape}")
+    norms = np.linalg.norm(kernel, axis=0)
+    scale = np.ones_like(norms)
+    scale[norms > 0] = norms[norms > 0] ** -tau
+    return kernel * scale
+
+
+def tune_tau_norm(features, y_true, kernel, bias=None, taus=None):
+    """Picks the tau-normalisation exponent with the best balanced accuracy.
+
+    Args:
+        features: Validation features, the classifier's inputs, shape (n, d).
+        y_true: Validation labels: sparse (n,) / (n, 1) or one-hot (n, k).
+        kernel: The classifier's kernel, shape (d, k).
+        bias: The classifier's bias (k,) to keep in the logits, or None to
+            leave it out (as Kang et al.'s code does).
+        taus: Candidates, each >= 0; defaults to ``np.linspace(0, 2, 21)``
+            as in the paper. Ties go to the first candidate.
+
+    Returns:
+        ``(best_tau, scores)``: the chosen tau and the balanced accuracy
+        (``sklearn.metrics.balanced_accuracy_score``) of every candidate.
+    """
+    taus = np.linspace(0.0, 2.0, 21) if taus is None else np.asarray(taus, dtype=float)
+    if taus.ndim != 1 or taus.size == 0 or not np.all(np.isfinite(taus)) or np.any(taus < 0):
+        raise ConfigError(f"`taus` must be a non-empty list of numbers >= 0; got {taus!r}")
+    features = _to_numpy(features).astype(np.float64)
+    kernel = np.asarray(kernel, dtype=np.float64)
+    y = _labels(y_true)
+    if features.ndim != 2 or features.shape != (y.shape[0], kernel.shape[0]):
+        raise ConfigError(f"`features` must have shape (n, d) = ({y.shape[0]}, "
+                          f"{kernel.shape[0]}); got {features.shape}")
+    offset = 0.0 if bias is None else np.asarray(bias, dtype=np.float64)
+    scores = np.array([
+        balanced_accuracy_score(y, np.argmax(features @ tau_normalize(kernel, t) + offset,
+                                             axis=-1))
+        for t in taus
     ])
     return float(taus[int(np.argmax(scores))]), scores

@@ -16,13 +16,15 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from longtail._io import csv_cell
 from longtail.errors import DataError, DecodeError
 
 __all__ = ["collect_inputs", "predict_files"]
 
 
 def collect_inputs(inputs: Sequence[str], extensions=None,
-                   allow_outside_root: bool = False) -> list[str]:
+                   allow_outside_root: bool = False,
+                   follow_symlinks: bool = False) -> list[str]:
     """Expands files, folders (searched recursively) and manifests into paths.
 
     Args:
@@ -32,24 +34,21 @@ def collect_inputs(inputs: Sequence[str], extensions=None,
             :meth:`longtail.Dataset.from_directory`).
         allow_outside_root: Accept a manifest whose paths lead outside its
             folder (as :meth:`longtail.Dataset.from_table`).
+        follow_symlinks: Follow symbolic links inside folders (skipped with a
+            count otherwise), as :meth:`longtail.Dataset.from_directory`.
     """
     from longtail.dataset import Dataset
-    from longtail.sources.directory import DEFAULT_EXTENSIONS
+    from longtail.sources.directory import DEFAULT_EXTENSIONS, list_files
 
     exts = {e.lower().lstrip(".") for e in (extensions or DEFAULT_EXTENSIONS)}
     paths: list[str] = []
     for item in inputs:
         item = os.fspath(item)
         if os.path.isdir(item):
-            found = []
-            for folder, dirs, files in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(folder, f) for f in sorted(files)
-                          if not f.startswith(".") and f.rpartition(".")[2].lower() in exts]
-            paths += found
+            paths += list_files(item, extensions=exts, follow_symlinks=follow_symlinks)
         elif item.lower().endswith((".csv", ".tsv", ".parquet", ".pq")):
             table = Dataset.from_table(item, allow_outside_root=allow_outside_root)
-            if table.kind != "files":
+            if table.relative_paths is None:
                 raise DataError(f"{item}: a manifest for predict needs a path column")
             paths += table.paths.tolist()
         elif os.path.exists(item):
@@ -100,9 +99,13 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     from longtail.decode import DecodeOptions
     from longtail.posthoc import adjust_logits
 
+    from longtail import _validation as v
+
+    batch_size = v.integer("batch_size", batch_size, min=1)
+    top_k = v.integer("top_k", top_k, min=1)
     options = DecodeOptions(image_size=tuple(image_size), color_mode=color_mode)
     k = len(class_names)
-    top_k = max(1, min(int(top_k), k))
+    top_k = min(top_k, k)
     header = ["path", "predicted", "probability"]
     for i in range(2, top_k + 1):
         header += [f"top{i}", f"top{i}_probability"]
@@ -127,7 +130,7 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
         for path, error in zip(chunk, errors):
             if error is not None:
                 failed.append((path, error))
-                writer.writerow([path] + [""] * (len(header) - 2) + [error])
+                writer.writerow([csv_cell(path)] + [""] * (len(header) - 2) + [csv_cell(error)])
                 continue
             p = probs[next(row_of)]
             order = np.argsort(-p, kind="stable")
@@ -136,8 +139,8 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
                 choice = int(bayes_decision(p[None], cost)[0])
                 order = np.concatenate([[choice], order[order != choice]])
                 extra = [f"{float(p @ np.asarray(cost)[:, choice]):.6f}"]
-            cells = [path]
+            cells = [csv_cell(path)]
             for c in order[:top_k]:
-                cells += [class_names[c], f"{p[c]:.6f}"]
+                cells += [csv_cell(class_names[c]), f"{p[c]:.6f}"]
             writer.writerow(cells + extra + [""])
     return out.getvalue(), failed

@@ -91,6 +91,35 @@ def _quotas(shares: np.ndarray, length: int, rng: np.random.Generator) -> np.nda
     return base
 
 
+_CHUNK = 1 << 18  # labels grouped per chunk: the temporaries stay a few MB, in cache
+
+
+def _group_by_class(labels: np.ndarray, counts: np.ndarray, index_dtype) -> np.ndarray:
+    """Sample indices ordered by class, then by index: a stable argsort of ``labels``.
+
+    Built chunk by chunk into one ``index_dtype`` array (int32 below 2**31
+    samples), so no int64 array of the dataset's length is ever made: each
+    chunk is sorted on its own (a radix sort on uint16 keys) and scattered to
+    its class's next free slots.
+    """
+    n = labels.size
+    grouped = np.empty(n, index_dtype)
+    next_free = np.cumsum(counts) - counts  # where each class's next member goes
+    narrow = counts.size <= 1 << 16  # uint16 keys make NumPy's stable sort a radix sort
+    for lo in range(0, n, _CHUNK):
+        keys = labels[lo: lo + _CHUNK]
+        if narrow:
+            keys = keys.astype(np.uint16)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        local = np.bincount(keys, minlength=counts.size)
+        # rank of each sorted element within its class in this chunk
+        rank = np.arange(order.size) - (np.cumsum(local) - local)[sorted_keys]
+        grouped[next_free[sorted_keys] + rank] = order + lo
+        next_free += local
+    return grouped
+
+
 def _draw(labels: np.ndarray, counts: np.ndarray, quotas: np.ndarray,
           rng: np.random.Generator) -> np.ndarray:
     """Draw ``quotas[c]`` indices of class ``c`` for every class, shuffled.
@@ -98,25 +127,25 @@ def _draw(labels: np.ndarray, counts: np.ndarray, quotas: np.ndarray,
     A class with ``quotas[c] >= counts[c]`` contributes every member
     ``quotas[c] // counts[c]`` times plus a random subset (without
     replacement) for the rest; a smaller quota is a random subset.
-    The loop runs over classes, never over samples.
+    The loop runs over classes, never over samples; the draws are written
+    into one preallocated array.
     """
     n = labels.size
     index_dtype = np.int32 if n < 2**31 else np.int64
-    # uint16 keys make NumPy's stable sort a radix sort.
-    keys = labels.astype(np.uint16) if counts.size <= 1 << 16 else labels
-    grouped = np.argsort(keys, kind="stable").astype(index_dtype, copy=False)
+    grouped = _group_by_class(labels, counts, index_dtype)
     ends = np.cumsum(counts)
-    pieces = []
+    out = np.empty(int(quotas.sum()), index_dtype)
+    at = 0
     for c in np.flatnonzero(quotas):
         members = grouped[ends[c] - counts[c]: ends[c]]
         repeats, rest = divmod(int(quotas[c]), int(counts[c]))
         if repeats:
-            pieces.append(np.tile(members, repeats))
+            out[at: at + repeats * members.size].reshape(repeats, members.size)[:] = members
+            at += repeats * members.size
         if rest:
-            pieces.append(members[rng.choice(members.size, rest, replace=False)])
-    if not pieces:
-        return np.zeros(0, np.int64)
-    out = np.concatenate(pieces)
+            out[at: at + rest] = members[rng.choice(members.size, rest, replace=False)]
+            at += rest
+    del grouped
     rng.shuffle(out)
     return out.astype(np.int64)
 
@@ -137,6 +166,20 @@ class Sampler:
     def length(self, labels) -> int:
         """Returns ``len(self.plan(labels, ...))`` without building the plan."""
         raise NotImplementedError
+
+    def class_shares(self, counts, *, epoch: int = 0) -> np.ndarray:
+        """The expected share of each class in the plan of ``epoch``.
+
+        Args:
+            counts: samples per class, shape ``(k,)``.
+            epoch: the epoch (only schedules such as ``progressive`` use it).
+
+        Returns:
+            float64 array of shape ``(k,)`` summing to 1 (all zeros when
+            every count is 0). The default: every sample once, so the
+            shares are the class frequencies.
+        """
+        return class_shares(counts, 1.0)
 
     def get_config(self) -> dict[str, Any]:
         """Returns a JSON-able dict that :func:`resolve_sampling` accepts."""
@@ -200,6 +243,9 @@ class _ClassShares(Sampler):
 
     def length(self, labels):
         return int(self.epoch_length or len(labels))
+
+    def class_shares(self, counts, *, epoch=0):
+        return class_shares(counts, self.exponent(epoch))
 
     def plan(self, labels, *, seed=0, epoch=0):
         labels = np.asarray(labels)
@@ -300,6 +346,9 @@ class Undersample(Sampler):
         counts = _counts(np.asarray(labels))
         present = counts[counts > 0]
         return int(present.min() * present.size) if present.size else 0
+
+    def class_shares(self, counts, *, epoch=0):
+        return class_shares(counts, 0.0)  # every present class the same number
 
     def plan(self, labels, *, seed=0, epoch=0):
         labels = np.asarray(labels)

@@ -17,15 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
+from longtail import _validation as v
 from longtail.errors import ConfigError
 
-__all__ = ["stratified_split", "split_counts"]
+__all__ = ["stratified_split", "split_counts", "write_split"]
 
-
-def _check_fraction(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"`{name}` must be a fraction in [0, 1); got {value!r}")
-    return float(value)
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def split_counts(counts: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
@@ -87,8 +84,8 @@ def stratified_split(
         >>> len(train), len(val)
         (3, 3)
     """
-    val = _check_fraction("val", val)
-    test = _check_fraction("test", test)
+    val = v.fraction("val", val)
+    test = v.fraction("test", test)
     if val + test >= 1.0:
         raise ConfigError(f"`val` + `test` must be below 1; got {val} + {test}")
     if val == 0 and test == 0:
@@ -124,3 +121,26 @@ def stratified_split(
         lower = upper
     train = np.sort(order[rank >= lower])
     return (train, *parts)
+
+
+def write_split(ds, out, *, val: float = 0.2, test: float = 0.0, seed: int = 0) -> dict:
+    """Splits a Dataset and writes ``train/val/test.parquet`` into ``out`` as one set.
+
+    The folder is locked while it is written, and the parquet files of the
+    new split replace those of an old one all at once (a split file the new
+    split does not have is removed), so ``out`` never mixes two splits.
+
+    Returns:
+        ``{"train": Dataset, "val": ..., "test": ...}`` for the splits made.
+    """
+    import os
+
+    from longtail import runs
+
+    parts = ds.split(val=val, test=test, seed=seed)
+    names = ["train"] + [n for n, f in (("val", val), ("test", test)) if f > 0]
+    with runs.locked(out, "split"):
+        with runs.commit_set(out, remove=[f"{n}.parquet" for n in SPLIT_NAMES]) as stage:
+            for name, part in zip(names, parts):
+                part.save(stage.path(f"{name}.parquet"))
+    return dict(zip(names, parts))

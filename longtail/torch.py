@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from longtail.decode import DecodeOptions, read_image
 from longtail.errors import ConfigError
+from longtail.options import MAX_PIXELS, ImageOptions
 from longtail.sampling import resolve_sampling, shard
 
 __all__ = ["BalancedSampler", "ImageDataset"]
@@ -161,21 +161,23 @@ class ImageDataset(torch.utils.data.Dataset):
     of shape ``(channels, height, width)`` (CHW, as torchvision expects;
     values 0..255, scale them in the model or a transform), ``label`` a
     Python int. For a dataset of feature rows it is a float32 tensor of
-    shape ``(features,)``. Decoding runs in the ``DataLoader`` workers;
-    the object holds only the index (paths and labels), so it is cheap to
-    send to worker processes.
+    shape ``(features,)``. Samples are read through the dataset's source:
+    files are decoded, a cache's rows are read from the cache (at its size).
+    Reading runs in the ``DataLoader`` workers; the object holds only the
+    index (paths and labels), so it is cheap to send to worker processes.
 
     Args:
         dataset: a :class:`longtail.Dataset`.
-        image_size: ``(height, width)`` or an int; None keeps each image's
-            size (then batch with ``batch_size=1`` or a custom collate).
+        image_size: ``(height, width)``, an int or ``"HxW"``; None keeps each
+            image's size (then batch with ``batch_size=1`` or a custom
+            collate); a cache's own size for a cache.
         color_mode: ``"rgb"``, ``"grayscale"`` or ``"rgba"``.
         resize: ``"stretch"``, ``"crop"`` or ``"pad"``; see
-            :class:`longtail.decode.DecodeOptions`.
+            :class:`longtail.options.ImageOptions`.
         transform: callable applied to the image tensor (for example
             torchvision transforms), or None.
         target_transform: callable applied to the label, or None.
-        max_pixels: decompression-bomb guard, see ``DecodeOptions``.
+        max_pixels: decompression-bomb guard, see ``ImageOptions``.
 
     Raises:
         longtail.DecodeError: from ``__getitem__``, naming a file that
@@ -183,13 +185,15 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, image_size=None, color_mode="rgb", resize="stretch",
-                 transform=None, target_transform=None, max_pixels=89_478_485):
-        if not hasattr(dataset, "labels") or not hasattr(dataset, "kind"):
+                 transform=None, target_transform=None, max_pixels=MAX_PIXELS):
+        if not hasattr(dataset, "labels") or not hasattr(dataset, "source"):
             raise ConfigError(
                 f"`dataset` must be a longtail.Dataset; got {type(dataset).__name__}")
         self.dataset = dataset
-        self.options = DecodeOptions(image_size=image_size, color_mode=color_mode,
-                                     resize=resize, dtype="uint8", max_pixels=max_pixels)
+        self.source = dataset.source
+        self.options = self.source.resolve(ImageOptions(
+            image_size=image_size, color_mode=color_mode, resize=resize, dtype="uint8",
+            max_pixels=max_pixels))
         self.transform = transform
         self.target_transform = target_transform
         self.class_names = list(dataset.class_names)
@@ -203,11 +207,10 @@ class ImageDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample {index} out of range for {len(self)} samples")
         index %= len(self)
         label = int(self.dataset.labels[index])
-        if self.dataset.kind == "features":
-            x = torch.from_numpy(np.array(self.dataset.features[index], dtype=np.float32))
-        else:
-            image = read_image(self.dataset.path(index), self.options)
-            x = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C"))
+        x = self.source.read(np.array([index], np.int64), self.options)[0]
+        if self.source.is_image:  # HWC -> CHW, as torchvision expects
+            x = x.transpose(2, 0, 1)
+        x = torch.from_numpy(np.ascontiguousarray(x))
         if self.transform is not None:
             x = self.transform(x)
         if self.target_transform is not None:
@@ -215,4 +218,4 @@ class ImageDataset(torch.utils.data.Dataset):
         return x, label
 
     def __repr__(self):
-        return f"ImageDataset({len(self)} {self.dataset.kind}, {self.options})"
+        return f"ImageDataset({len(self)} {self.source.describe()}, {self.options})"

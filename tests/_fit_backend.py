@@ -34,8 +34,9 @@ def main(root):
     import keras
 
     import longtail as lt
+    from longtail._seed import seed_everything
 
-    keras.utils.set_random_seed(0)
+    seed_everything(0)
     names = sorted(os.listdir(root))
     labels = [name.split("_")[0] for name in names]
     ds = lt.Dataset.from_arrays([os.path.join(root, n) for n in names], labels,

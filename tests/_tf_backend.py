@@ -62,7 +62,9 @@ def main(work):
     import longtail.tf as ltf
     from conftest import make_images
 
-    keras.utils.set_random_seed(0)
+    from longtail._seed import seed_everything
+
+    seed_everything(0)
     trees = {3: make_images(os.path.join(work, "three"), (14, 6, 3), seed=1),
              2: make_images(os.path.join(work, "two"), (13, 4), seed=2)}
     out = {"modes": {}, "errors": {}}

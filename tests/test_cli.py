@@ -102,3 +102,18 @@ def test_console_script_and_debug_traceback(tmp_path):
     result = subprocess.run([exe, "stats", str(tmp_path / "nope"), "--debug"],
                             capture_output=True, text=True)
     assert "Traceback" in result.stderr and "DataError" in result.stderr
+
+
+def test_bad_input_is_refused_before_keras_is_imported(tmp_path):
+    """A bad weight column ends before Keras (and TensorFlow) start up."""
+    (tmp_path / "t.csv").write_text("x1,x2,label,w\n1,2,a,1\n3,4,b,-1\n5,6,b,1\n")
+    script = ("import sys\nfrom longtail.cli import main\n"
+              "code = main(sys.argv[1:])\n"
+              "print(code, sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
+    result = subprocess.run(
+        [sys.executable, "-c", script, "train", str(tmp_path / "t.csv"), "--out",
+         str(tmp_path / "run"), "--weight-column", "w"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.stdout.strip() == "2 []", result.stderr
+    assert "weight -1.0 in column 'w'" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -136,7 +136,7 @@ def test_from_arrays_paths_and_features():
     assert ds2.class_counts.tolist() == [0, 2] and ds2.path(1) == "/x/2.png"
     feats = lt.Dataset.from_arrays(np.ones((4, 2)), [0, 1, 0, 1], weights=[1, 2, 3, 4])
     assert feats.kind == "features" and feats.features.dtype == np.float32
-    with pytest.raises(DataError, match="not in `class_names`"):
+    with pytest.raises(DataError, match="label z is not one of the classes x, y"):
         lt.Dataset.from_arrays(["a", "b"], ["x", "z"], class_names=["x", "y"])
     with pytest.raises(DataError, match="has 2 rows but there are 3 labels"):
         lt.Dataset.from_arrays(["a", "b"], [0, 1, 1])

@@ -224,12 +224,12 @@ def test_bytes_input():
 
 
 @pytest.mark.parametrize("kw,arg", [
-    ({"color_mode": "RGB"}, "color_mode must be one of rgb, grayscale, rgba; got 'RGB'"),
-    ({"resize": "fit"}, "resize must be one of stretch, crop, pad; got 'fit'"),
-    ({"dtype": "float64"}, "dtype must be one of uint8, float32"),
-    ({"image_size": (0, 3)}, "image_size must be"),
-    ({"image_size": "64"}, "image_size must be"),
-    ({"max_pixels": 0}, "max_pixels must be"),
+    ({"color_mode": "RGB"}, "`color_mode` must be one of rgb, grayscale, rgba; got 'RGB'"),
+    ({"resize": "fit"}, "`resize` must be one of stretch, crop, pad; got 'fit'"),
+    ({"dtype": "float64"}, "`dtype` must be one of uint8, float32"),
+    ({"image_size": (0, 3)}, "`image_size` must be"),
+    ({"image_size": "64y"}, "`image_size` must be"),
+    ({"max_pixels": 0}, "`max_pixels` must be"),
 ])
 def test_options_are_checked(kw, arg):
     with pytest.raises(ConfigError, match=arg.replace("(", r"\(").replace(")", r"\)")):

@@ -207,7 +207,8 @@ def test_resume_refuses_what_it_cannot_continue(images, tmp_path, capsys):
     os.remove(state)
     os.remove(os.path.join(run, "checkpoints", "epoch-1.keras"))
     with open(state, "w") as f:
-        json.dump({"epochs_done": 1, "model": "epoch-1.keras", "history": []}, f)
+        json.dump({"epochs_done": 1, "model": "epoch-1.keras", "history": [], "rng": [],
+                   "stopped": False}, f)
     shutil.copy(os.path.join(data, "class_2", "0003.png"), os.path.join(copy, "class_2"))
     assert "the checkpoint named by state.json is missing" in _refusal(
         capsys, "train", copy, "--out", run, "--resume")
@@ -215,6 +216,7 @@ def test_resume_refuses_what_it_cannot_continue(images, tmp_path, capsys):
 
 # ------------------------------------------------------- real SIGKILLs
 @pytest.mark.slow
+@pytest.mark.system
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_train_at_random_moments(seed, tmp_path):
     """Seed 1: images, a user model with flip and dropout; seed 2: a table, the MLP,
@@ -230,6 +232,7 @@ def test_sigkill_train_at_random_moments(seed, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_sigkill_cache_single_part_jpeg(tmp_path):
     """Seed 0 (one part, --format jpeg; test_cache.py runs seeds 1-3), source hashed."""
     tool = _tool("kill_cache")

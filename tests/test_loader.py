@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -212,8 +213,11 @@ def test_features_stream_float32_rows():
     ({"epoch_length": 10}, "epoch_length applies to the sampling plans"),
     ({"sampling": "balance"}, "sampling must be one of"),
     ({"shard": (3, 2)}, "shard index"),
-    ({"resize": "fit"}, "resize must be one of stretch, crop, pad"),
+    ({"resize": "fit"}, "`resize` must be one of stretch, crop, pad; got 'fit'"),
+    ({"image_size": "64y48"}, "`image_size` must be N, \"HxW\" or a"),
     ({"batch_size": 100}, "batch_size=100 leaves no batch"),
+    ({"class_weight": [1.0]}, r"`class_weight` must have one weight per class \(3: a, b, c\); "
+                              "got 1 weights"),
 ])
 def test_bad_arguments_are_refused(ds, kw, message):
     args = {"batch_size": 4, "image_size": 8, **kw}
@@ -281,3 +285,23 @@ def test_fit_on_every_backend_uses_weights_and_a_new_plan_each_epoch(fits, backe
     assert len(set(np.round(result["balanced_losses"], 6))) == 3
     assert result["epochs_seen"] == 3
     assert result["val_loss"] == pytest.approx([result["expected_val_loss"]] * 3, rel=1e-5)
+
+
+# ------------------------------------------------------- Keras internals
+def test_keras_internals_live_in_one_module():
+    import pathlib
+
+    package = pathlib.Path(lt.__file__).parent
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                   if "from keras.src" in p.read_text() or "import keras.src" in p.read_text())
+    assert users == ["_keras.py"]
+
+
+def test_keras_versions_outside_the_tested_range_warn():
+    from longtail import _keras
+
+    assert _keras.check_version("3.11.0") and _keras.check_version("3.15.1")
+    for version in ("3.10.2", "3.16.0", "4.0.0.dev0"):
+        with pytest.warns(UserWarning, match=f"tested with Keras 3.11 to 3.15; this is Keras "
+                                             f"{re.escape(version)}"):
+            assert not _keras.check_version(version)

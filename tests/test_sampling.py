@@ -181,3 +181,43 @@ def test_shard_remainder_pad_and_drop():
 def test_shard_rejects_bad_arguments(args, message):
     with pytest.raises(ConfigError, match=message):
         shard(np.arange(4), *args)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_each_sampler_reports_the_class_shares_its_plans_have(name):
+    sampler = resolve_sampling(name)
+    labels = np.append(LABELS, 6)  # class 5 empty, class 6 a single sample
+    counts = np.bincount(labels)
+    for epoch in (0, 3, 12):
+        shares = sampler.class_shares(counts, epoch=epoch)
+        assert shares.shape == (7,) and shares[5] == 0 and np.isclose(shares.sum(), 1.0)
+        plan = sampler.plan(labels, seed=1, epoch=epoch)
+        got = np.bincount(labels[plan], minlength=7)
+        # quotas are the expected counts rounded by systematic sampling
+        assert np.all(np.abs(got - shares * len(plan)) < 1), (epoch, got, shares * len(plan))
+
+
+def test_class_shares_follow_the_formulas():
+    counts = np.array([100, 25, 0, 4])
+    np.testing.assert_allclose(resolve_sampling("shuffle").class_shares(counts),
+                               counts / 129)
+    np.testing.assert_allclose(resolve_sampling("balanced").class_shares(counts),
+                               [1 / 3, 1 / 3, 0, 1 / 3])
+    np.testing.assert_allclose(resolve_sampling("sqrt").class_shares(counts),
+                               np.array([10, 5, 0, 2]) / 17)
+    progressive = resolve_sampling({"name": "progressive", "epochs": 4})
+    np.testing.assert_allclose(progressive.class_shares(counts, epoch=2),
+                               np.array([10, 5, 0, 2]) / 17)
+
+
+def test_grouping_by_class_is_a_stable_argsort_across_chunks(monkeypatch):
+    import longtail.sampling as sampling
+
+    labels = np.random.default_rng(0).integers(0, 7, 1000).astype(np.int32)
+    labels[labels == 4] = 5  # an empty class in the middle
+    counts = np.bincount(labels, minlength=8)
+    monkeypatch.setattr(sampling, "_CHUNK", 64)  # many chunks, ends mid-chunk
+    for dtype in (np.int32, np.int64):
+        grouped = sampling._group_by_class(labels, counts, dtype)
+        assert grouped.dtype == dtype
+        np.testing.assert_array_equal(grouped, np.argsort(labels, kind="stable"))

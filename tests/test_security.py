@@ -479,3 +479,174 @@ def test_predict_refuses_an_escaping_manifest_unless_allowed(layout, tmp_path, c
                  "--allow-outside-root"]) == 0
     rows = out.read_text().strip().splitlines()
     assert len(rows) == 3 and rows[2].split(",")[0].endswith("secret.png")
+
+
+# ------------------------------------------- a stored root is data, not trust
+def _hostile_manifest(path, root, rows, class_names=("a", "b")):
+    """A Parquet manifest, as another tool (or an attacker) could write it."""
+    table = pa.table({"path": [p for p, _ in rows], "label": [c for _, c in rows]})
+    meta = {"version": 1, "class_names": list(class_names), "kind": "files", "root": root}
+    pq.write_table(table.replace_schema_metadata({b"longtail": json.dumps(meta).encode()}),
+                   path)
+    return str(path)
+
+
+@pytest.mark.parametrize("root", ["/", "../../..", "..", "ABS", "../elsewhere"])
+def test_a_manifest_cannot_widen_its_own_root(layout, root):
+    outside = layout / "elsewhere"
+    _png(outside / "private.png")
+    target = {"/": str(outside / "private.png").lstrip("/"),
+              "../../..": os.path.relpath(outside / "private.png", "/"),
+              "..": "elsewhere/private.png", "ABS": "private.png",
+              "../elsewhere": "private.png"}[root]
+    stored = str(outside) if root == "ABS" else root
+    sub = layout / "m"
+    os.makedirs(sub)
+    if root == "../../..":  # as many ".." as it takes to climb to "/"
+        stored = "/".join([".."] * len(sub.parts))
+    manifest = _hostile_manifest(sub / "m.parquet", stored, [(target, "a"), (target, "b")])
+    with pytest.raises(DataError) as info:
+        lt.Dataset.from_table(manifest)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{manifest}: the manifest's stored root")
+    assert "--allow-outside-root" in message
+    with pytest.raises(DataError, match="stored root"):
+        lt.Dataset.open(manifest)
+    # the user's opt-in reads it
+    ds = lt.Dataset.open(manifest, allow_outside_root=True)
+    assert os.path.normpath(ds.path(0)) == str(outside / "private.png")
+
+
+@pytest.mark.parametrize("command", ["stats", "cache", "predict"])
+def test_cli_commands_refuse_a_manifest_that_declares_its_root(layout, command, capsys,
+                                                               tmp_path):
+    from longtail.cli import main
+
+    secret = layout / "not-an-image.png"
+    secret.write_text("root:x:0:0:SECRET-TOKEN\n")
+    manifest = _hostile_manifest(layout / "data" / "m.parquet", "..",
+                                 [("not-an-image.png", "a"), ("data/a/0.png", "b")])
+    argv = {"stats": ["stats", manifest],
+            "cache": ["cache", manifest, "--out", str(tmp_path / "c"), "--image-size", "4"],
+            "predict": ["predict", "MODEL", manifest]}[command]
+    if command == "predict":
+        pytest.importorskip("keras")
+        argv[1] = str(_tiny_model(tmp_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "stored root" in err and "SECRET" not in err
+    assert not (tmp_path / "c").exists()
+
+
+def _tiny_model(tmp_path):
+    import keras
+
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    return path
+
+
+def test_a_manifest_longtail_sealed_loads_until_it_is_edited(layout, monkeypatch):
+    ds = lt.Dataset.from_directory(layout / "data")
+    manifest = layout / "splits" / "train.parquet"
+    os.makedirs(manifest.parent)
+    ds.save(manifest)  # root "../data", sealed for this user
+    assert lt.Dataset.load(manifest).equals(ds)
+
+    table = pq.read_table(manifest)
+    meta = json.loads(table.schema.metadata[b"longtail"])
+    # the same seal on another root, or on other paths, is no seal
+    moved = dict(meta, root="..")
+    pq.write_table(table.replace_schema_metadata({b"longtail": json.dumps(moved).encode()}),
+                   layout / "splits" / "moved.parquet")
+    with pytest.raises(DataError, match="was not written by longtail for this user"):
+        lt.Dataset.load(layout / "splits" / "moved.parquet")
+    paths = table.column("path").to_pylist()
+    paths[0] = "b/2.png"  # still inside the stored root, but not what was sealed
+    edited = table.set_column(0, "path", pa.array(paths)).replace_schema_metadata(
+        table.schema.metadata)
+    pq.write_table(edited, layout / "splits" / "edited.parquet")
+    with pytest.raises(DataError, match="or was edited since"):
+        lt.Dataset.load(layout / "splits" / "edited.parquet")
+    # another user (another key) does not trust this user's seal
+    monkeypatch.setenv("LONGTAIL_CONFIG_DIR", str(layout / "other-user"))
+    with pytest.raises(DataError, match="stored root"):
+        lt.Dataset.load(manifest)
+    assert lt.Dataset.load(manifest, allow_outside_root=True).equals(ds)
+
+
+def test_a_cache_split_cannot_point_at_another_cache(cache, layout):
+    ds = lt.Dataset.open(cache)
+    train, _ = ds.split(val=0.5, seed=0)
+    out = layout / "cs" / "train.parquet"
+    os.makedirs(out.parent)
+    train.save(out)  # sealed: opens with the cache outside its folder
+    assert len(lt.Dataset.load(out)) == len(train)
+    table = pq.read_table(out)
+    meta = json.loads(table.schema.metadata[b"longtail"])
+    meta["cache"] = str(cache)  # the same cache, named another way: not sealed
+    pq.write_table(table.replace_schema_metadata({b"longtail": json.dumps(meta).encode()}),
+                   layout / "cs" / "hostile.parquet")
+    with pytest.raises(DataError, match="stored cache"):
+        lt.Dataset.load(layout / "cs" / "hostile.parquet")
+
+
+# ------------------------------------------------- no file contents in messages
+@pytest.mark.parametrize("content", [b"root:x:0:0:SECRET-TOKEN\n",
+                                     b"\x93NUMPY\x01\x00\x20\x00{'descr': 'SECRET-TOKEN'}  \n",
+                                     b"\xff\xd8\xffSECRET-TOKEN-not-a-real-jpeg"])
+def test_decode_errors_never_quote_the_file(tmp_path, content):
+    from longtail.decode import DecodeOptions, read_image
+    from longtail.errors import DecodeError
+
+    path = tmp_path / "x.jpg"
+    path.write_bytes(content)
+    with pytest.raises(DecodeError) as info:
+        read_image(str(path), DecodeOptions(image_size=(4, 4)))
+    assert "SECRET" not in str(info.value) and "root:x" not in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_predict_folder_skips_links_that_indexing_skips(layout, tmp_path):
+    from longtail.predict import collect_inputs
+
+    folder = layout / "inputs"
+    _png(folder / "own.png")
+    os.symlink(layout / "secret.png", folder / "link.png")
+    os.symlink(layout / "data", folder / "linked-folder")
+    with pytest.warns(UserWarning, match="skipped 2 symbolic links"):
+        paths = collect_inputs([str(folder)])
+    assert paths == [str(folder / "own.png")]
+    assert lt.Dataset.from_directory(layout / "data").paths.tolist() == \
+        lt.Dataset.from_directory(layout / "data", follow_symlinks=False).paths.tolist()
+    followed = collect_inputs([str(folder)], follow_symlinks=True)
+    assert sorted(map(os.path.basename, followed)) == sorted(
+        ["own.png", "link.png"] + [f"{i}.png" for i in range(3)] * 2)
+
+
+@pytest.mark.parametrize("name", ["=HYPERLINK(1)", "+1+2", "-2+3", "@SUM(A1)", "\tx", "plain"])
+def test_predict_csv_neutralises_formula_cells(tmp_path, name, monkeypatch):
+    import csv
+    import io
+
+    from longtail.predict import predict_files
+
+    monkeypatch.chdir(tmp_path)
+    image = _png(tmp_path / "ok.png")
+
+    class Model:  # a fixed linear model: class 0 always wins
+        def predict_on_batch(self, x):
+            return np.tile([[5.0, 0.0]], (len(x), 1))
+
+    (tmp_path / f"{name}.png").write_bytes(b"not an image")
+    text, failed = predict_files(Model(), [image, f"{name}.png"],
+                                 class_names=[name, "-other"], image_size=(4, 4), top_k=2)
+    rows = list(csv.reader(io.StringIO(text)))
+    guard = "" if name == "plain" else "'"
+    assert rows[1][1] == guard + name and rows[1][3] == "'-other"
+    assert rows[2][0] == guard + name + ".png" and rows[1][0] == image
+    assert float(rows[1][2]) == pytest.approx(np.exp(5) / (np.exp(5) + 1), abs=1e-6)
+    assert len(failed) == 1

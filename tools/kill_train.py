@@ -117,7 +117,9 @@ def make_tiny_model(path: str, num_classes: int, input_shape, seed: int) -> str:
     """
     import keras
 
-    keras.utils.set_random_seed(seed)  # the same initial weights every time
+    from longtail._seed import seed_everything
+
+    seed_everything(seed)  # the same initial weights every time
     layers = keras.layers
     model = keras.Sequential([
         keras.Input(input_shape), layers.Rescaling(1 / 255),

@@ -8,8 +8,10 @@ any other, and whose loader reads rows from the shards instead of decoding
 the source files. See :mod:`longtail.cache.layout` for the folder format.
 
 Modules: ``layout`` (the folder format), ``build`` (decode into shards,
-resume, parts), ``reader`` (open, verify, read rows), ``check`` (changed
-sources). Names load on first use, so ``Dataset.open`` stays light.
+resume, parts), ``combine`` (shard records -> manifest), ``check`` (changed
+sources). Opening and reading a cache is a Source:
+:mod:`longtail.sources.cache` (``open_cache`` and ``Cache`` are re-exported
+here). Names load on first use, so ``import longtail`` stays light.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from __future__ import annotations
 import importlib
 
 _NAMES = {
-    "build_cache": "build", "combine": "build", "parse_shard": "build", "BuildResult": "build",
-    "open_cache": "reader", "Cache": "reader", "load_split": "reader",
+    "build_cache": "build", "combine": "combine", "parse_shard": "build",
+    "BuildResult": "build", "open_cache": "reader", "Cache": "reader", "load_split": "reader",
     "is_cache_manifest": "reader", "check_cache": "check", "CheckResult": "check",
     "CacheOptions": "layout", "is_cache": "layout",
 }

@@ -37,10 +37,14 @@ import pyarrow as pa
 import simplejpeg
 
 from longtail._io import atomic_path, write_json
+from longtail import runs
 from longtail.cache import layout
+from longtail.cache.combine import combine
 from longtail.cache.layout import CacheOptions
+from longtail.dataset import Dataset
 from longtail.decode import DecodeOptions, decode_image, read_file
 from longtail.errors import ConfigError, DataError, DecodeError
+from longtail.sources import FileSource
 
 __all__ = ["build_cache", "combine", "BuildResult", "parse_shard"]
 
@@ -105,18 +109,14 @@ def _fingerprint(ds) -> str:
 
 def _source_index(ds):
     """The index as a plain files Dataset (a cache's rows point at its sources)."""
-    from longtail.dataset import Dataset
-
-    return Dataset(class_names=ds.class_names, labels=ds.labels, paths=ds.relative_paths,
-                   root=ds.root, weights=ds.weights)
+    return Dataset(class_names=ds.class_names, labels=ds.labels, weights=ds.weights,
+                   source=FileSource(ds.relative_paths, ds.root))
 
 
 def _open_source(data, data_options):
-    from longtail.dataset import Dataset
-
     ds = Dataset.open(data, **data_options)
-    if ds.kind == "features":
-        raise ConfigError(f"{data}: holds numeric feature rows; a cache stores decoded "
+    if not ds.source.is_image:
+        raise ConfigError(f"{data}: holds {ds.source.describe()}; a cache stores decoded "
                           "images, so DATA must list image files")
     if len(ds) == 0:
         raise DataError(f"{data}: no samples to cache")
@@ -135,7 +135,7 @@ def _start(root: str, data, ds, options: CacheOptions, parts: int) -> dict:
         "class_names": ds.class_names,
         "fingerprint": _fingerprint(ds),
         "source_root": ds.root,
-        "data": None if hasattr(data, "kind") else os.path.abspath(os.fspath(data)),
+        "data": None if isinstance(data, Dataset) else os.path.abspath(os.fspath(data)),
     }
     plan_path = os.path.join(root, layout.PLAN)
     if not os.path.exists(plan_path):
@@ -339,8 +339,6 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         >>> build_cache("photos/", "photos-64", image_size=64)  # doctest: +SKIP
         >>> Dataset.open("photos-64").loader(batch_size=64)     # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     root = os.path.abspath(os.fspath(out))
     if rows_per_shard is None and os.path.isfile(os.path.join(root, layout.PLAN)):
         rows_per_shard = layout.read_plan(root)["options"].get("rows_per_shard")  # resume
@@ -352,12 +350,19 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         raise ConfigError(f"--workers must be >= 1; got {workers}")
     decode_options = DecodeOptions(image_size=options.image_size, color_mode=options.color_mode,
                                    resize=options.resize, max_pixels=max_pixels)
-    if isinstance(data, (str, os.PathLike)) and os.path.isdir(data) \
-            and not layout.is_cache(data):
-        source = os.path.abspath(os.fspath(data))
-        if os.path.commonpath([root, source]) == source:
-            raise ConfigError(f"--out {out}: is inside DATA {data}; a cache there would "
-                              "become a class folder; choose a folder outside DATA")
+    if not layout.is_cache(data):
+        runs.check_out_outside_data(out, data)
+    # One writer per part: parts of one cache are built side by side.
+    with runs.locked(root, f"cache part {index}/{parts}", lock_name=f".longtail-part-{index}.lock",
+                     clean=False):  # the cache cleans its own part's files
+        return _build(data, root, options, index, parts, workers, decode_options,
+                      data_options, progress)
+
+
+def _build(data, root, options, index, parts, workers, decode_options, data_options, progress):
+    """:func:`build_cache` once this part's lock is held."""
+    from tqdm.auto import tqdm
+
     ds = _open_source(data, {k: v for k, v in data_options.items() if v is not None})
     plan = _start(root, data, ds, options, parts)
     rows, num_shards = options.rows_per_shard, plan["num_shards"]
@@ -418,107 +423,7 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         shown = "; ".join(f"{p}: {r}" for p, r in skipped[:5])
         warnings.warn(f"{len(skipped)} unreadable source files were skipped (listed in "
                       f"{os.path.join(root, where)}): {shown}"
-                      f"{' ...' if len(skipped) > 5 else ''}", stacklevel=2)
+                      f"{' ...' if len(skipped) > 5 else ''}", stacklevel=3)
     return BuildResult(out=root, complete=manifest is not None, shards_built=len(todo),
                        shards_reused=reused, images=images, skipped=skipped,
                        missing_shards=missing, parts=parts, manifest=manifest)
-
-
-def combine(root: str, write: bool = True):
-    """Writes the manifest of a cache whose shards are all committed.
-
-    Reads every shard record and the source index, writes the per-row table
-    (``rows-<digest>.parquet``, named by its content so that concurrent
-    combiners cannot mix two versions) and then ``cache.json``.
-
-    Args:
-        root: The cache folder.
-        write: Write the files; with False (or when the folder is read-only)
-            the manifest is only built in memory.
-
-    Returns:
-        ``(manifest, rows table)``, or ``(None, None)`` if shards are missing.
-    """
-    import pyarrow.parquet as pq
-
-    plan = layout.read_plan(root)
-    num_shards = plan["num_shards"]
-    if len(layout.committed_shards(root, num_shards)) < num_shards:
-        return None, None
-    records = [layout.read_json(layout.record_path(root, s), "shard record")
-               for s in range(num_shards)]
-    source = pq.read_table(os.path.join(root, layout.SOURCE))
-    if len(source) != plan["num_rows"]:
-        raise DataError(f"{os.path.join(root, layout.SOURCE)}: has {len(source)} rows; the "
-                        f"build plan says {plan['num_rows']}")
-    kept = np.array([i for r in records for i in r["rows"]], np.int64)
-    table = source.take(pa.array(kept))
-    table = table.append_column("size", pa.array(
-        [v for r in records for v in r["size"]], pa.int64()))
-    table = table.append_column("mtime_ns", pa.array(
-        [v for r in records for v in r["mtime_ns"]], pa.int64()))
-    meta = {"version": 1, "kind": "files", "class_names": plan["class_names"],
-            "root": plan["source_root"]}  # read as a table: the source files
-    if "weight" in table.column_names:
-        meta["weight_column"] = "weight"
-    table = table.replace_schema_metadata({b"longtail": json.dumps(meta).encode()})
-    shards, start = [], 0
-    for r in records:
-        shards.append({"name": layout.shard_name(r["shard"]), "start": start,
-                       "rows": len(r["rows"]), "files": r["files"]})
-        start += len(r["rows"])
-    skipped = [e for r in records for e in r["skipped"]]
-    options = plan["options"]
-    manifest = {
-        "format_version": layout.FORMAT_VERSION,
-        "kind": "longtail-cache",
-        "image_size": options["image_size"],
-        "color_mode": options["color_mode"],
-        "resize": options["resize"],
-        "format": options["format"],
-        "quality": options["quality"],
-        "dtype": "uint8",
-        "class_names": plan["class_names"],
-        "num_rows": int(len(kept)),
-        "weighted": "weight" in table.column_names,
-        "source": {"root": plan["source_root"], "data": plan["data"],
-                   "rows": plan["num_rows"], "fingerprint": plan["fingerprint"]},
-        "rows_file": None,
-        "shards": shards,
-        "skipped": {"count": len(skipped), "files": skipped},
-    }
-    if write:
-        try:
-            manifest["rows_file"] = _write_rows(root, table)
-            write_json(os.path.join(root, layout.MANIFEST), manifest)
-        except OSError as e:
-            warnings.warn(f"{root}: cannot write the cache manifest ({e.strerror or e}); "
-                          "using it in memory", stacklevel=2)
-            manifest["rows_file"] = None
-    return manifest, table
-
-
-def _write_rows(root: str, table) -> dict:
-    """Writes the row table under a name made of its checksum; returns its entry."""
-    import tempfile
-
-    import pyarrow.parquet as pq
-
-    fd, tmp = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=root)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        digest = layout.file_digest(tmp)
-        entry = {"name": f"rows-{digest[:16]}.parquet", "bytes": os.path.getsize(tmp),
-                 "blake2b": digest}
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, os.path.join(root, entry["name"]))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return entry

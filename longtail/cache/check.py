@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from longtail.cache.reader import open_cache
+from longtail.sources.cache import open_cache
 
 __all__ = ["check_cache", "CheckResult"]
 

@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from longtail.errors import ConfigError, DataError
+from longtail.options import COLOR_MODES, RESIZE_MODES, parse_image_size, parse_one_of
 
 FORMAT_VERSION = 1
 MANIFEST = "cache.json"
@@ -36,9 +37,7 @@ PLAN = "build.json"
 SOURCE = "source.parquet"
 SHARDS = "shards"
 FORMATS = ("raw", "jpeg")
-COLOR_MODES = ("rgb", "grayscale", "rgba")
-RESIZE_MODES = ("stretch", "crop", "pad")
-CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
+CHANNELS = COLOR_MODES  # colour mode -> channels, as longtail.options has it
 _TARGET_SHARD_BYTES = 64 * 2**20
 
 
@@ -65,16 +64,12 @@ class CacheOptions:
     rows_per_shard: int | None = None
 
     def __post_init__(self):
-        from longtail.training import parse_image_size
-
         if self.image_size is None:
             raise ConfigError("image_size is required to build a cache (e.g. 64 or 64x48)")
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
-        for name, accepted in (("format", FORMATS), ("color_mode", COLOR_MODES),
+        for name, accepted in (("format", FORMATS), ("color_mode", tuple(COLOR_MODES)),
                                ("resize", RESIZE_MODES)):
-            if getattr(self, name) not in accepted:
-                raise ConfigError(f"`{name}` must be one of {', '.join(accepted)}; "
-                                  f"got {getattr(self, name)!r}")
+            parse_one_of(name, getattr(self, name), accepted)
         quality = self.quality
         if self.format == "raw":
             if quality is not None:

@@ -103,6 +103,37 @@ def _walk_class(
     return found
 
 
+def _warn_links(path: str, counters: dict) -> None:
+    if counters["symlinks"]:
+        warnings.warn(
+            f"{path}: skipped {counters['symlinks']} symbolic links; pass "
+            "follow_symlinks=True (--follow-symlinks) to follow them",
+            stacklevel=4,
+        )
+    if counters["broken"]:
+        warnings.warn(
+            f"{path}: skipped {counters['broken']} symbolic links that dangle or loop",
+            stacklevel=4,
+        )
+
+
+def list_files(folder: str, *, extensions=DEFAULT_EXTENSIONS,
+               follow_symlinks: bool = False) -> list[str]:
+    """Paths of the accepted files under ``folder``, by the same rules as indexing.
+
+    Hidden files and folders are skipped, and so are symbolic links unless
+    ``follow_symlinks`` (then every folder is entered once), with a warning
+    that counts them: ``predict FOLDER`` reads what ``from_directory`` would.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    counters = {"symlinks": 0, "broken": 0}
+    st = os.stat(folder)
+    found = _walk_class(folder, ".", _normalise_extensions(extensions), follow_symlinks,
+                        {(st.st_dev, st.st_ino)}, counters)
+    _warn_links(folder, counters)
+    return [os.path.normpath(os.path.join(folder, rel)) for rel in found]
+
+
 def scan_directory(
     path: str,
     *,
@@ -196,16 +227,6 @@ def scan_directory(
             f"samples): {', '.join(empty)}",
             stacklevel=3,
         )
-    if counters["symlinks"]:
-        warnings.warn(
-            f"{path}: skipped {counters['symlinks']} symbolic links; pass "
-            "follow_symlinks=True (--follow-symlinks) to follow them",
-            stacklevel=3,
-        )
-    if counters["broken"]:
-        warnings.warn(
-            f"{path}: skipped {counters['broken']} symbolic links that dangle or loop",
-            stacklevel=3,
-        )
+    _warn_links(path, counters)
     labels = np.repeat(np.arange(len(subdirs), dtype=np.int32), counts)
     return DirectoryScan(subdirs, all_paths, labels, counters["symlinks"], top_files)

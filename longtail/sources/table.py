@@ -26,9 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from longtail._trust import is_inside, is_sealed_manifest
 from longtail.errors import DataError
 
-__all__ = ["read_table", "TableData", "METADATA_KEY"]
+__all__ = ["read_table", "TableData", "METADATA_KEY", "stored_folder", "refuse_unsealed_folder"]
 
 METADATA_KEY = b"longtail"
 
@@ -110,12 +111,14 @@ def read_table(
             row = _first_bad_row(column.is_null().to_numpy(zero_copy_only=False))
             raise DataError(f"{path}: row {row}: empty {path_column!r}")
         paths = pc.cast(column.combine_chunks(), pa.string())
-        root = os.path.dirname(os.path.abspath(path))
+        folder = os.path.dirname(os.path.abspath(path))
+        root = folder
         if "root" in meta:  # a manifest: paths are relative to the stored root
-            root = None if meta["root"] is None else os.path.normpath(
-                os.path.join(root, meta["root"]))
+            root = stored_folder(path, meta, "root", folder)
         if not allow_outside_root:
             _refuse_outside_root(path, paths, root, "root" in meta)
+            if root is not None and not is_inside(root, folder):
+                refuse_unsealed_folder(path, meta, table, "root")
     else:
         skip = {label_column, weight_column, path_column}
         feature_names = feature_columns or [
@@ -136,6 +139,27 @@ def read_table(
         except (KeyError, ValueError, TypeError) as e:
             raise DataError(f"{path}: feature columns must be numeric: {e}") from e
     return TableData(class_names, labels, paths, root, features, feature_names, weights)
+
+
+def stored_folder(path: str, meta: dict, key: str, folder: str) -> str | None:
+    """A folder a manifest stores (relative to its own folder), checked for type."""
+    stored = meta[key]
+    if stored is None and key == "root":
+        return None
+    if not isinstance(stored, str) or not stored or "\0" in stored:
+        raise DataError(f"{path}: the manifest's stored {key} must be a folder path; "
+                        f"got a {type(stored).__name__}")
+    return os.path.normpath(os.path.join(folder, stored))
+
+
+def refuse_unsealed_folder(path: str, meta: dict, table: pa.Table, key: str) -> None:
+    """Refuses a stored folder outside the manifest's own unless longtail sealed it here."""
+    if is_sealed_manifest(meta, table):
+        return
+    raise DataError(
+        f"{path}: the manifest's stored {key} {meta[key]!r} leads outside its folder, and "
+        "the manifest was not written by longtail for this user (or was edited since); "
+        "pass --allow-outside-root (allow_outside_root=True) if you trust this file")
 
 
 def _refuse_outside_root(path: str, paths: pa.Array, root: str | None,
@@ -162,39 +186,9 @@ def _refuse_outside_root(path: str, paths: pa.Array, root: str | None,
 
 
 def _labels(path: str, column: pa.ChunkedArray, class_names):
-    if column.null_count:
-        row = _first_bad_row(column.is_null().to_numpy(zero_copy_only=False))
-        raise DataError(f"{path}: row {row}: missing label")
-    kind = column.type
-    if pa.types.is_dictionary(kind):
-        column = pc.cast(column, kind.value_type)
-        kind = kind.value_type
-    if pa.types.is_integer(kind):
-        values = column.to_numpy().astype(np.int64)
-        if class_names is None:
-            if values.min() < 0:
-                raise DataError(f"{path}: row {_first_bad_row(values < 0)}: negative label")
-            class_names = [str(i) for i in range(int(values.max()) + 1)]
-        if values.min() < 0 or values.max() >= len(class_names):
-            bad = (values < 0) | (values >= len(class_names))
-            raise DataError(
-                f"{path}: row {_first_bad_row(bad)}: label {values[bad][0]} is outside "
-                f"the classes 0..{len(class_names) - 1}"
-            )
-        return values.astype(np.int32), list(class_names)
-    if pa.types.is_floating(kind):
-        raise DataError(f"{path}: labels must be class names or integer indices; got floats")
-    strings = pc.cast(column, pa.string()).combine_chunks()
-    if class_names is None:
-        class_names = sorted(pc.unique(strings).to_pylist())
-    index = pc.index_in(strings, value_set=pa.array(class_names, pa.string()))
-    if index.null_count:
-        mask = index.is_null().to_numpy(zero_copy_only=False)
-        raise DataError(
-            f"{path}: row {_first_bad_row(mask)}: label {strings[int(np.flatnonzero(mask)[0])]}"
-            f" is not one of the classes {', '.join(class_names)}"
-        )
-    return index.to_numpy().astype(np.int32), list(class_names)
+    from longtail._labels import encode_labels
+
+    return encode_labels(column, class_names, where=path)
 
 
 def _weights(path: str, column: pa.ChunkedArray, name: str) -> np.ndarray:

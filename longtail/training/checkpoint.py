@@ -16,17 +16,17 @@ import io
 import json
 import os
 import time
+import zipfile
 
 import numpy as np
 
 from longtail.errors import ConfigError, DataError
 
 __all__ = ["STATE", "check_same_data", "checkpoint_callback", "csv_text", "early_stopping",
-           "fingerprint", "load_weights", "read_json", "remove_stale_checkpoints",
+           "fingerprint", "load_weights", "stop_on_divergence", "remove_stale_checkpoints",
            "resume_point", "rng_states", "set_rng_states"]
 
 STATE = "state.json"
-_LAST = "last.keras"  # the checkpoint name of runs written before epoch-N.keras
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -80,9 +80,33 @@ def early_stopping(patience: int, saved: dict | None = None, best_weights=None):
                                   patience=patience, restore_best_weights=True)
 
 
+def stop_on_divergence(learning_rate: float):
+    """Stops a run whose training loss is no longer finite, naming the epoch.
+
+    It runs before the checkpoint, so the last checkpoint stays a finite one.
+    """
+    import keras
+
+    class StopOnDivergence(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                raise DataError(
+                    f"training diverged in epoch {epoch + 1} (loss {float(loss)}); lower "
+                    f"--learning-rate (now {learning_rate:g}), check the data for extreme "
+                    "values, or try another --balance")
+
+    return StopOnDivergence()
+
+
 def load_weights(path: str) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return [z[f"arr_{i}"] for i in range(len(z.files))]
+    """The best weights ``best-N.npz`` holds; a damaged file is a DataError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [z[f"arr_{i}"] for i in range(len(z.files))]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise DataError(f"--resume: {path}: cannot read the best weights ({e}); start a new "
+                        "run in another folder") from e
 
 
 def checkpoint_callback(run_dir: str, history_rows: list[dict], early=None):
@@ -134,7 +158,7 @@ def remove_stale_checkpoints(folder: str, keep=()) -> None:
     from longtail._io import remove_stale_temps
 
     for path in glob.glob(os.path.join(folder, "epoch-*.keras")) + glob.glob(
-            os.path.join(folder, "best-*.npz")) + [os.path.join(folder, _LAST)]:
+            os.path.join(folder, "best-*.npz")):
         if os.path.basename(path) not in keep and os.path.exists(path):
             os.remove(path)
     remove_stale_temps(folder)
@@ -176,35 +200,30 @@ def _string_bytes(array) -> bytes:
     return (offsets - offsets[0]).tobytes() + bytes(chars)
 
 
-def read_json(path: str, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a valid {what} ({e}); start a new run in another "
-                        "folder") from e
-
-
 def resume_point(out: str | None) -> tuple[dict, dict | None]:
     """``config.json`` and ``checkpoints/state.json`` (None before the first epoch ended)."""
+    from longtail import runs
+
     if out is None:
         raise ConfigError("--resume needs the run folder (--out) to continue")
     if not os.path.isdir(out):
         raise ConfigError(f"--resume: {out}: no such run folder; start the run without --resume")
-    config_path = os.path.join(out, "config.json")
-    if not os.path.exists(config_path):
+    if not os.path.exists(os.path.join(out, runs.CONFIG)):
         raise ConfigError(f"--resume: {out} holds no run (no config.json: it was stopped "
                           "before training began); start it again without --resume")
-    run_config = read_json(config_path, "run config")
-    state_path = os.path.join(out, "checkpoints", STATE)
-    state = read_json(state_path, "checkpoint state") if os.path.exists(state_path) else None
+    run_config = runs.read_config(out)
+    if not isinstance(run_config.get("data_fingerprint"), dict):
+        raise DataError(f"{os.path.join(out, runs.CONFIG)}: not a valid run config (no "
+                        "'data_fingerprint' object); start a new run in another folder")
+    state = runs.read_state(out)
+    if state is not None and not state.get("finished"):
+        runs.read_json(os.path.join(out, runs.STATE), "checkpoint state",
+                       {"model": str, "rng": list, "stopped": bool})
     return run_config, state
 
 
 def check_same_data(out: str, run_config: dict, train_ds, val_ds) -> None:
-    saved = run_config.get("data_fingerprint")
-    if saved is None:  # a run folder written before fingerprints
-        return
+    saved = run_config["data_fingerprint"]
     now = {"train": fingerprint(train_ds), "val": fingerprint(val_ds)}
     if now != saved:
         then = f"{sum(run_config['train_counts'])} + {sum(run_config['val_counts'])}"

@@ -6,32 +6,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from longtail import _validation as v
 from longtail.errors import ConfigError
+from longtail.options import channels_of, parse_image_size
 
 __all__ = ["TrainConfig", "TrainResult", "parse_image_size"]
-
-
-def parse_image_size(value) -> tuple[int, int] | None:
-    """``64`` -> (64, 64); ``"64x48"`` -> (64, 48) as (height, width); a pair as is."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = value.lower().split("x")
-        try:
-            sizes = [int(p) for p in parts]
-        except ValueError:
-            sizes = []
-        if len(sizes) not in (1, 2):
-            raise ConfigError(f"`image_size` must be N or HxW (e.g. 64 or 64x48); got {value!r}")
-        value = sizes
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        value = value * 2
-    if len(value) != 2 or min(value) < 1 or max(value) > 8192:
-        raise ConfigError(f"`image_size` must be 1..8192 pixels per side; got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -47,6 +26,9 @@ class TrainConfig:
     image_size: tuple[int, int] | None = (64, 64)
     color_mode: str = "rgb"
     model: str | None = None
+    weights: str | None = None  # pretrained backbones: imagenet (default), none or a file
+    finetune: str = "head"  # pretrained backbones: head, top:N or all
+    head_epochs: int | None = None  # pretrained backbones: epochs before fine-tuning
     augment: str = "flip,crop"
     val_split: float = 0.2
     val: str | None = None
@@ -63,38 +45,62 @@ class TrainConfig:
     num_workers: int | None = None
     data_options: dict = field(default_factory=dict)
     distribute: bool = False
+    strategy_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from longtail.strategies import resolve_strategy
+        from longtail.strategies import resolve_strategy, resolve_strategy_options
 
         resolve_strategy(self.balance)
+        resolve_strategy_options(self.strategy_options)
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
-        if self.label_mode not in ("int", "categorical"):
-            raise ConfigError(f"`label_mode` must be int or categorical; got {self.label_mode!r}")
-        if self.color_mode not in ("rgb", "grayscale", "rgba"):
-            raise ConfigError(
-                f"`color_mode` must be rgb, grayscale or rgba; got {self.color_mode!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"`schedule` must be cosine or constant; got {self.schedule!r}")
-        if self.val is None and not 0.0 < self.val_split < 1.0:
-            raise ConfigError(
-                f"`val_split` must be in (0, 1) when no `val` data is given; got {self.val_split}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"`learning_rate` must be > 0; got {self.learning_rate}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ConfigError(f"`early_stopping` must be >= 1 epochs; got {self.early_stopping}")
+        checked = {
+            "epochs": v.integer("epochs", self.epochs, min=1),
+            "batch_size": v.integer("batch_size", self.batch_size, min=1),
+            "seed": v.integer("seed", self.seed, min=0),
+            "learning_rate": v.number("learning_rate", self.learning_rate, min=0,
+                                      min_open=True),
+            "weight_decay": v.number("weight_decay", self.weight_decay, min=0),
+            "early_stopping": v.integer("early_stopping", self.early_stopping, min=1,
+                                        allow_none=True),
+            "tau": v.number("tau", self.tau),
+            "gamma": v.number("gamma", self.gamma, min=0),
+            "beta": v.fraction("beta", self.beta),
+            "drw_epoch": v.integer("drw_epoch", self.drw_epoch, min=0, allow_none=True),
+            "num_workers": v.integer("num_workers", self.num_workers, min=1, allow_none=True),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        v.one_of("label_mode", self.label_mode, ("int", "categorical"))
+        channels_of(self.color_mode)  # checks it: one of rgb, grayscale, rgba
+        v.one_of("schedule", self.schedule, ("cosine", "constant"))
+        if self.val is None:
+            v.fraction("val_split", self.val_split, allow_zero=False)
         from longtail.models import resolve_augment
 
         resolve_augment(self.augment)
+        from longtail.backbones import parse_finetune
+
+        parse_finetune(self.finetune)
 
     @property
     def strategy_params(self) -> dict:
         return {"tau": self.tau, "gamma": self.gamma, "beta": self.beta,
                 "drw_epoch": self.drw_epoch}
+
+    @property
+    def strategy_record(self):
+        """The typed parameter record of ``balance``, with ``strategy_options`` applied."""
+        from longtail.strategies import resolve_strategy
+
+        return resolve_strategy(self.balance).resolve_params(
+            self.strategy_options.get(self.balance))
+
+    @property
+    def first_epochs(self) -> int:
+        """Epochs of ``fit``: all of them, or stage 1's for a two-stage strategy."""
+        from longtail.strategies import resolve_strategy
+
+        return resolve_strategy(self.balance).stages(self.epochs, self.strategy_record)[0]
 
     def to_json(self) -> dict:
         out = asdict(self)

@@ -1,19 +1,8 @@
-"""``lt.train`` and ``longtail train``: from DATA to a trained model and a run folder.
+"""The training run: :func:`train`, from DATA to a model and a run folder.
 
-The run folder holds ``config.json`` (every resolved option), ``history.csv``,
-``model.keras``, ``metrics.json`` (validation split, DESIGN.md schema),
-``report.html`` with its PNG plots, and ``checkpoints/`` (for ``--resume``:
-``epoch-N.keras``, the model and optimizer after N finished epochs, and
-``state.json``, which names that file and holds the history and the random
-state of the model's augmentation layers, which ``.keras`` files leave out;
-with early stopping also ``best-N.npz``, the best weights so far, and the
-patience count). Every file is written atomically, so a run killed at any
-point leaves either the previous complete file or the new one, never half of
-one; ``state.json`` is replaced only after the files it names are on disk.
-A resumed run repeats the uninterrupted run exactly (same seed, same data,
-same machine and backend); ``--resume`` refuses data whose index changed, and
-does nothing for a finished run (``state.json`` says ``finished``). See
-docs/reliability.md, "Kill tests".
+A run holds the lock of its folder (:func:`longtail.runs.locked`) from start
+to end, and commits its final files (model, metrics, history, report, the
+``finished`` state) as one set (:func:`longtail.runs.commit_set`).
 """
 
 from __future__ import annotations
@@ -25,7 +14,9 @@ import warnings
 
 import numpy as np
 
+from longtail import runs
 from longtail.errors import ConfigError, DataError
+from longtail.options import channels_of
 from longtail.training import checkpoint as ckpt
 from longtail.training.config import TrainConfig, TrainResult
 
@@ -39,6 +30,9 @@ def _open_data(config: TrainConfig, data, val_data):
     if (ds.class_counts > 0).sum() < 2:
         raise DataError(f"{data}: found {(ds.class_counts > 0).sum()} class with samples; "
                         "at least 2 are needed")
+    if ds.weights is not None and not (np.asarray(ds.weights) > 0).any():
+        raise DataError(f"{data}: every row weight is 0; nothing would be learned (give some "
+                        "rows a positive weight)")
     if val_data is not None:
         val = val_data if isinstance(val_data, Dataset) else Dataset.open(
             val_data, **config.data_options, class_names=ds.class_names)
@@ -58,25 +52,33 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
     counts = train_ds.class_counts
     k = train_ds.num_classes
     bias = strategy.output_bias(counts, config.strategy_params)
-    if config.model and (config.model.endswith(".keras") or os.path.sep in config.model):
+    from longtail.backbones.schedule import build_backbone_model, is_backbone
+
+    if is_backbone(config.model):
+        if not train_ds.source.is_image:
+            raise ConfigError(f"--model {config.model} takes images; the data holds "
+                              "feature rows (use mlp, the default for tables)")
+        model = build_backbone_model(config, k, bias)
+    elif config.model and (config.model.endswith(".keras") or os.path.sep in config.model):
         model = load_user_model(config.model, k)
     else:
-        name = config.model or ("mlp" if train_ds.kind == "features" else "small-cnn")
-        if train_ds.kind == "features":
+        name = config.model or train_ds.source.default_model
+        if not train_ds.source.is_image:
             features = train_ds.features
             model = build_model(name, (features.shape[1],), k, output_bias=bias,
                                 seed=config.seed, mean=features.mean(axis=0),
                                 variance=np.maximum(features.var(axis=0), 1e-12))
         else:  # image files or a cache of decoded images
-            channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[config.color_mode]
-            model = build_model(name, (*config.image_size, channels), k, output_bias=bias,
+            model = build_model(name, (*config.image_size, channels_of(config.color_mode)), k,
+                                output_bias=bias,
                                 seed=config.seed, augment=resolve_augment(config.augment))
-    total = config.epochs * steps_per_epoch
+    total = config.first_epochs * steps_per_epoch
     lr = config.learning_rate
     if config.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(total, 1), warmup_target=None)
-    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=strategy.first_weight_decay(
+        config.weight_decay, config.strategy_record))
     loss = strategy.loss(counts, config.strategy_params)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
@@ -89,8 +91,10 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     Args:
         data: Any DATA form (folder, table, manifest, or a Dataset).
         out: Run folder; None trains without writing files.
-        resume: Continue the run in ``out`` from its last checkpoint (its
-            ``config.json`` options are used) to the planned epochs.
+        resume: Continue the run in ``out`` from its last checkpoint to the
+            planned epochs, with the options of its ``config.json``; options
+            passed as well must equal those (a changed option is refused:
+            start a new run to change it).
         verbose: Keras verbosity (``"auto"``, 0, 1 or 2).
         callbacks: Extra Keras callbacks, run after longtail's own (so they
             see ``val_balanced_accuracy`` and ``val_macro_f1``).
@@ -122,18 +126,40 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         ...                epochs=5)  # doctest: +SKIP
     """
     # Refusals come before Keras is imported, in a fraction of a second.
+    if out is None or _distributed(out, resume, options):  # process 0 writes, unlocked
+        return _train(data, out, resume, options, verbose, callbacks, cluster)
+    runs.check_out_outside_data(out, data)
+    if resume and not os.path.isdir(out):
+        ckpt.resume_point(out)  # refuses before the lock would create the folder
+    with runs.locked(out, "train"):
+        return _train(data, out, resume, options, verbose, callbacks, cluster)
+
+
+def _distributed(out: str, resume: bool, options: dict) -> bool:
+    if not resume:
+        return bool(options.get("distribute"))
+    try:
+        return bool(runs.read_config(out)["options"].get("distribute"))
+    except (OSError, DataError):  # no run yet, or a damaged one: _starting_point says so
+        return False
+
+
+def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
+    """:func:`train` once the folder is locked."""
     config, saved_config, state = _starting_point(out, resume, options)
     if state is not None and state.get("finished"):
         return _finished_run(out, saved_config, state)
 
+    # The data is indexed (and bad data refused) before Keras is imported.
+    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
     import keras
 
+    from longtail._seed import seed_everything
     from longtail.strategies import resolve_strategy
 
     placement = _placement(config, cluster)
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)  # no TensorFlow import on the JAX or torch backend
     strategy = resolve_strategy(config.balance)
-    config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
     train_loader, val_loader = _loaders(config, train_ds, val_ds, strategy, placement)
     if resume:
         ckpt.check_same_data(out, saved_config, train_ds, val_ds)
@@ -151,16 +177,27 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         early = ckpt.early_stopping(config.early_stopping,
                                     state.get("early_stopping") if state else None,
                                     best_weights)
+    extra_callbacks = list(callbacks or [])
     callbacks = _callbacks(config, out, strategy, train_ds, val_loader, placement, early,
-                           history_rows) + list(callbacks or [])
+                           history_rows) + extra_callbacks
     started = time.perf_counter()
     fit_history = _fit(model, config, train_loader, val_loader, callbacks, state,
                        initial_epoch, best_weights, placement, verbose)
     seconds = time.perf_counter() - started
     if placement is not None:
         model = placement.local_model(model)  # one-device copy; the distribution ends
+    if strategy.second_stage is not None:  # classifier-level methods (longtail.decoupled)
+        from longtail.decoupled import run_second_stage
 
-    report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds)
+        run_config["second_stage"], stage_rows = run_second_stage(
+            strategy, config, model, train_ds, train_loader, val_loader,
+            callbacks=extra_callbacks, verbose=verbose)
+        history_rows.extend(stage_rows)
+        for key, values in fit_history.items():
+            values.extend(row.get(key, float("nan")) for row in stage_rows)
+        seconds = time.perf_counter() - started
+
+    report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds, run_config)
     _warn_unreadable(train_loader, val_loader)
     if out is not None:
         _finish_run(out, model, report, run_config, history_rows)
@@ -176,9 +213,9 @@ def _starting_point(out, resume: bool, options: dict):
     """The run's config, and with ``resume`` its saved config.json and state.json."""
     if resume:
         saved_config, state = ckpt.resume_point(out)
-        if state is not None and state.get("finished"):
-            return None, saved_config, state
-        return TrainConfig.from_json(saved_config["options"]), saved_config, state
+        config = _check_same_options(out, TrainConfig.from_json(saved_config["options"]),
+                                     options)
+        return config, saved_config, state
     val_data = options.get("val")
     if val_data is not None and not isinstance(val_data, (str, os.PathLike)):
         options = dict(options, val=repr(val_data))  # config.json keeps a description
@@ -187,6 +224,30 @@ def _starting_point(out, resume: bool, options: dict):
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue "
                           "it, or choose another folder")
     return config, None, None
+
+
+def _check_same_options(out: str, config: TrainConfig, options: dict) -> TrainConfig:
+    """Refuses options given with ``resume`` that differ from the run's own.
+
+    ``num_workers`` is the exception: it does not change the results, so the
+    value given applies.
+    """
+    if "num_workers" in options:
+        config = dataclasses.replace(config, num_workers=options["num_workers"])
+    if not options:
+        return config
+    saved = config.to_json()
+    try:
+        given = TrainConfig(**{**saved, **options}).to_json()
+    except TypeError as e:
+        raise ConfigError(f"--resume: {e}") from None
+    changed = [k for k in given if given[k] != saved[k]]
+    if changed:
+        shown = ", ".join(f"`{k}` {saved[k]!r} (given {given[k]!r})" for k in changed)
+        raise ConfigError(f"--resume: the run in {out} continues with its own options; "
+                          f"{shown} differ: drop them, or start a new run in another folder "
+                          "to change them")
+    return config
 
 
 def _placement(config: TrainConfig, cluster):
@@ -207,18 +268,19 @@ def _data(config: TrainConfig, data, out, resume: bool, val_data):
             # the run saved it as val.parquet when it started.
             val_data = os.path.join(out, "val.parquet")
     train_ds, val_ds = _open_data(config, data, val_data)
-    if train_ds.kind == "cache" and tuple(config.image_size) != train_ds.cache.image_size:
+    fixed = train_ds.source.image_size
+    if fixed is not None and tuple(config.image_size) != fixed:
         # A cache holds one image size: train at it rather than fail on the shape.
-        warnings.warn(f"{data}: the cache holds {train_ds.cache.image_size} images; training "
-                      f"at that size instead of image_size {config.image_size}", stacklevel=3)
-        config = dataclasses.replace(config, image_size=train_ds.cache.image_size)
+        warnings.warn(f"{data}: the cache holds {fixed} images; training "
+                      f"at that size instead of image_size {config.image_size}", stacklevel=4)
+        config = dataclasses.replace(config, image_size=fixed)
     return config, train_ds, val_ds
 
 
 def _loaders(config: TrainConfig, train_ds, val_ds, strategy, placement):
     """The training loader (the strategy's sampling, this process's shard) and validation's."""
     loader_kw = dict(label_mode=config.label_mode, num_workers=config.num_workers)
-    if train_ds.kind != "features":
+    if train_ds.source.is_image:
         loader_kw.update(image_size=config.image_size, color_mode=config.color_mode)
     batch_size = config.batch_size
     if placement is not None and len(train_ds) < batch_size * placement.num_processes:
@@ -230,7 +292,7 @@ def _loaders(config: TrainConfig, train_ds, val_ds, strategy, placement):
             "--batch-size")
     if len(train_ds) < batch_size:
         warnings.warn(f"the training data has {len(train_ds)} samples, fewer than "
-                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=3)
+                      f"batch_size {batch_size}; using batches of {len(train_ds)}", stacklevel=4)
         batch_size = len(train_ds)
     train_loader = train_ds.loader(
         batch_size=batch_size, sampling=strategy.sampling,
@@ -250,15 +312,12 @@ def _model(config: TrainConfig, out, state, train_ds, strategy, steps_per_epoch:
     """
     if state is None:
         return _build(config, train_ds, strategy, steps_per_epoch), 0, [], None
-    from longtail.models import load_model
-
-    checkpoint = os.path.join(out, "checkpoints", state.get("model", ckpt._LAST))
+    checkpoint = os.path.join(out, "checkpoints", state["model"])
     if not os.path.exists(checkpoint):
         raise DataError(f"--resume: {checkpoint}: the checkpoint named by state.json is "
                         "missing; start a new run in another folder")
-    model = load_model(checkpoint)
-    if "rng" in state:  # absent from runs written before it was kept
-        ckpt.set_rng_states(model, state["rng"], checkpoint)
+    model = runs.load_model(checkpoint)
+    ckpt.set_rng_states(model, state["rng"], checkpoint)
     best_weights = None
     if state.get("early_stopping"):
         best_weights = ckpt.load_weights(os.path.join(out, "checkpoints",
@@ -280,6 +339,10 @@ def _run_config(config: TrainConfig, data, strategy, train_ds, val_ds, steps_per
         "data_fingerprint": {"train": ckpt.fingerprint(train_ds),
                              "val": ckpt.fingerprint(val_ds)},
     }
+    from longtail.backbones.schedule import backbone_run_record, is_backbone
+
+    if is_backbone(config.model):
+        run_config["backbone"] = backbone_run_record(config)
     if placement is not None:
         run_config["distributed"] = {
             "processes": placement.num_processes, "devices": placement.devices,
@@ -298,10 +361,11 @@ def _start_folder(out: str, val_ds, run_config: dict) -> None:
 
 def _callbacks(config: TrainConfig, out, strategy, train_ds, val_loader, placement, early,
                history_rows: list[dict]) -> list:
-    """longtail's callbacks in order: metrics, strategy, early stopping, checkpoint."""
+    """longtail's callbacks in order: divergence, metrics, strategy, early stopping, checkpoint."""
     from longtail.callbacks import PerClassMetrics
 
-    callbacks = [PerClassMetrics(val_loader, class_names=train_ds.class_names)]
+    callbacks = [ckpt.stop_on_divergence(config.learning_rate),
+                 PerClassMetrics(val_loader, class_names=train_ds.class_names)]
     if placement is not None:  # validation on this process's undistributed copy
         callbacks = [placement.validation(callbacks, val_loader)]
     if strategy.callbacks is not None:
@@ -320,22 +384,31 @@ def _fit(model, config: TrainConfig, train_loader, val_loader, callbacks, state,
     """Runs the remaining epochs; returns Keras' history of this call."""
     if hasattr(train_loader, "set_epoch"):
         train_loader.set_epoch(initial_epoch)
-    if state is not None and (state.get("stopped") or initial_epoch >= config.epochs):
+    if state is not None and (state.get("stopped") or initial_epoch >= config.first_epochs):
         if best_weights is not None:  # as EarlyStopping did when training ended
             model.set_weights(best_weights)
         return {}
-    return model.fit(train_loader, epochs=config.epochs,
+    from longtail.backbones.schedule import fit_in_stages, is_backbone
+
+    if is_backbone(config.model):  # head stage, then fine-tuning (resumable in either)
+        return fit_in_stages(model, config, train_loader, initial_epoch, callbacks=callbacks,
+                             validation_data=val_loader if placement is None else None,
+                             verbose=verbose)
+    return model.fit(train_loader, epochs=config.first_epochs,
                      validation_data=val_loader if placement is None else None,
                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose).history
 
 
-def _evaluate(model, train_ds, val_loader, history_rows: list[dict], seconds: float):
+def _evaluate(model, train_ds, val_loader, history_rows: list[dict], seconds: float,
+              run_config: dict):
     """The validation report and its metrics dict, with the training time."""
     from longtail.evaluation import evaluate
 
     report = evaluate(model, val_loader, class_names=train_ds.class_names,
                       train_counts=train_ds.class_counts.tolist())
     metrics = report.to_dict()
+    if "second_stage" in run_config:
+        metrics["second_stage"] = run_config["second_stage"]
     metrics["train_seconds"] = seconds if not history_rows else float(
         sum(row.get("epoch_seconds", 0.0) for row in history_rows))  # resumed runs included
     return report, metrics
@@ -349,7 +422,7 @@ def _warn_unreadable(train_loader, val_loader) -> None:
         shown = "; ".join(str(e) for e in list(unreadable.values())[:5])
         warnings.warn(f"{len(unreadable)} unreadable files were skipped (training drew "
                       "another sample of the same class; validation metrics leave them "
-                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=3)
+                      f"out): {shown}{' ...' if len(unreadable) > 5 else ''}", stacklevel=4)
 
 
 def _history_dict(history_rows: list[dict]) -> dict:
@@ -362,24 +435,30 @@ def _history_dict(history_rows: list[dict]) -> dict:
 
 
 def _finish_run(out: str, model, report, run_config: dict, history_rows: list[dict]) -> None:
-    """Writes model, metrics, history and report, then marks the run finished."""
+    """Commits model, metrics, history, report and the ``finished`` state as one set."""
     from longtail._io import atomic_path, remove_stale_temps, write_json, write_text
     from longtail.report import write_report
 
-    with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
-        model.save(tmp)
-    report.save(out)
-    history_csv = os.path.join(out, "history.csv")
-    if history_rows:  # a kill may have come between state.json and history.csv
-        write_text(history_csv, ckpt.csv_text(history_rows))
-    write_report(out, report.to_dict(),
-                 history_csv=history_csv if os.path.exists(history_csv) else None,
-                 config=run_config, train_counts=run_config["train_counts"],
-                 title=f"longtail run: {run_config['strategy']}")
-    folder = os.path.join(out, "checkpoints")
-    write_json(os.path.join(folder, ckpt.STATE),
-               {"finished": True, "epochs_done": len(history_rows), "history": history_rows})
-    ckpt.remove_stale_checkpoints(folder)
+    with runs.commit_set(out) as staged:
+        stage = staged.dir
+        with atomic_path(os.path.join(stage, "model.keras"), suffix=".keras") as tmp:
+            model.save(tmp)
+        metrics = report.to_dict()
+        if "second_stage" in run_config:  # what a classifier-level method chose
+            metrics["second_stage"] = run_config["second_stage"]
+            write_json(os.path.join(stage, "config.json"), run_config)
+        write_json(os.path.join(stage, "metrics.json"), metrics)
+        history_csv = os.path.join(stage, "history.csv")
+        if history_rows:
+            write_text(history_csv, ckpt.csv_text(history_rows))
+        write_report(stage, report.to_dict(),
+                     history_csv=history_csv if history_rows else None,
+                     config=run_config, train_counts=run_config["train_counts"],
+                     title=f"longtail run: {run_config['strategy']}")
+        write_json(os.path.join(stage, runs.STATE),
+                   {"finished": True, "epochs_done": len(history_rows),
+                    "history": history_rows})
+    ckpt.remove_stale_checkpoints(os.path.join(out, "checkpoints"))
     remove_stale_temps(out)
 
 
@@ -388,7 +467,7 @@ def _finished_run(out: str, run_config: dict, state: dict) -> TrainResult:
     from longtail.models import load_model
 
     warnings.warn(f"{out}: the run is already finished ({state['epochs_done']} epochs); "
-                  "nothing to resume", stacklevel=3)
-    metrics = ckpt.read_json(os.path.join(out, "metrics.json"), "metrics file")
+                  "nothing to resume", stacklevel=4)
+    metrics = runs.read_json(os.path.join(out, "metrics.json"), "metrics file")
     return TrainResult(load_model(os.path.join(out, "model.keras")),
                        _history_dict(state["history"]), metrics, out, run_config)

@@ -1,0 +1,113 @@
+"""Image files on disk, decoded through :mod:`longtail.decode` when read."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from longtail.decode import read_image
+from longtail.errors import ConfigError, DecodeError
+from longtail.options import ImageOptions
+from longtail.sources.base import Source, Substitute, relative_root
+
+__all__ = ["FileSource"]
+
+
+class FileSource(Source):
+    """Image files, as paths relative to a root folder.
+
+    Args:
+        relative_paths: Arrow string array of paths, relative to ``root``
+            (or absolute when ``root`` is None).
+        root: The folder the paths are relative to.
+    """
+
+    kind = "files"
+
+    def __init__(self, relative_paths: pa.Array, root: str | None = None):
+        if isinstance(relative_paths, pa.ChunkedArray):
+            relative_paths = relative_paths.combine_chunks()
+        self.relative_paths = relative_paths
+        self.root = root
+
+    def __len__(self) -> int:
+        return len(self.relative_paths)
+
+    def take(self, indices: np.ndarray) -> "FileSource":
+        return FileSource(self.relative_paths.take(pa.array(indices, pa.int64())), self.root)
+
+    def read(self, indices: np.ndarray, options: ImageOptions,
+             substitute: Substitute | None = None) -> np.ndarray:
+        images = []
+        for j, index in enumerate(np.asarray(indices).tolist()):
+            while True:
+                try:
+                    images.append(read_image(self.path(index), options))
+                    break
+                except DecodeError as e:
+                    if substitute is None:
+                        raise
+                    index = int(substitute(j, index, e))
+        return stack_images(images)
+
+    def item_shape(self, options: ImageOptions) -> tuple:
+        h, w = options.image_size or (None, None)
+        return (h, w, options.channels)
+
+    def to_columns(self, relative_to: str | None = None) -> tuple[list, list, dict]:
+        return (["path"], [self.relative_paths],
+                {"kind": self.kind, "root": relative_root(self.root, relative_to)})
+
+    def same_samples(self, other: Source) -> bool:
+        return type(other) is FileSource and np.array_equal(self.paths(), other.paths())
+
+    def paths(self) -> np.ndarray:
+        """Absolute paths of every sample as a NumPy array of str."""
+        rel = self.relative_paths.to_numpy(zero_copy_only=False)
+        if self.root is None:
+            return rel.astype(str)
+        return np.array([os.path.join(self.root, p) for p in rel], dtype=str)
+
+    def rooted(self) -> "FileSource":
+        """Every path relative to a root that holds them all (``Dataset.save`` needs it).
+
+        The root is widened to the paths' common folder when some lie outside
+        :attr:`root` (or are absolute); itself when nothing needs to change.
+        """
+        import pyarrow.compute as pc
+
+        if len(self) == 0:
+            return self
+        if self.root is not None:
+            suspect = pc.or_(pc.starts_with(self.relative_paths, "/"),
+                             pc.match_substring(self.relative_paths, ".."))
+            if os.name != "nt" and not pc.any(suspect).as_py():
+                return self
+        full = [os.path.normpath(p) for p in self.paths().tolist()]
+        inside = os.path.join(os.path.normpath(self.root), "") if self.root else None
+        if inside is not None and all(p.startswith(inside) for p in full):
+            return self
+        try:
+            root = os.path.commonpath([os.path.dirname(p) for p in full])
+        except ValueError:  # paths on several Windows drives: keep them absolute
+            return self
+        return FileSource(pa.array([os.path.relpath(p, root) for p in full], pa.string()), root)
+
+    def describe(self) -> str:
+        where = f" under {self.root}" if self.root else ""
+        return f"image files{where}"
+
+
+def stack_images(images: list) -> np.ndarray:
+    """One array from same-shaped images; a ConfigError naming the sizes otherwise."""
+    shape = images[0].shape
+    if any(im.shape != shape for im in images):
+        raise ConfigError(
+            "images in a batch have different sizes "
+            f"({sorted({im.shape for im in images})[:3]}); pass image_size=(h, w)")
+    out = np.empty((len(images),) + shape, images[0].dtype)
+    for j, im in enumerate(images):
+        out[j] = im
+    return out
