@@ -332,7 +332,6 @@ def adapt_run(run, unlabeled, out, *, prior=None, method="em", resamples=200,
     Returns:
         The ``prior.json`` dict.
     """
-    import json
     import os
 
     from longtail._io import atomic_path, write_json
@@ -347,8 +346,9 @@ def adapt_run(run, unlabeled, out, *, prior=None, method="em", resamples=200,
         raise DataError(f"{run}: not a complete run folder (missing {', '.join(missing)})")
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
-    with open(paths["config.json"], encoding="utf-8") as f:
-        config = json.load(f)
+    from longtail.runs import read_config
+
+    config = read_config(run)
     names, pi = config["class_names"], _prior(config["train_counts"], "train_counts")
     model = load_model(paths["model.keras"], compile=False)
     options = config.get("options", {})

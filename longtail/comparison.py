@@ -97,7 +97,8 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
         verbose: Keras verbosity for each training run.
         seeds: Training seeds; each strategy trains once per seed (into
             ``DIR/<strategy>/seed-<s>/`` when there are several). Default:
-            the ``seed`` option. The split always uses the first seed.
+            the ``seed`` option. The split uses the ``seed`` option whatever
+            ``seeds`` holds, so every run is measured on the same samples.
         baseline: The strategy every other one is measured against (its
             difference gets a paired bootstrap interval). Default ``"none"``
             when it is among ``strategies``, else no baseline.
@@ -131,7 +132,9 @@ def compare(data, strategies: Sequence[str], out: str, *, test=None, verbose="au
     config = TrainConfig(**options)  # checks every option before any work
     runs.check_out_outside_data(out, data)
     with runs.locked(out, "compare"):
-        return _compare(data, strategies, out, test, verbose, config, options)
+        return _compare(data, strategies, out, test, verbose, config, options,
+                        seeds=seeds, shot_thresholds=tuple(shot_thresholds),
+                        bootstrap=bootstrap)
 
 
 def _check_same_comparison(out: str, data, ds, config, test) -> None:
@@ -163,7 +166,8 @@ def _check_same_comparison(out: str, data, ds, config, test) -> None:
                           "continue it, or choose another --out")
 
 
-def _compare(data, strategies, out, test, verbose, config, options) -> list[dict]:
+def _compare(data, strategies, out, test, verbose, config, options, *, seeds,
+             shot_thresholds, bootstrap) -> list[dict]:
     from longtail._io import write_json, write_text
     from longtail.dataset import Dataset
     from longtail.evaluation import evaluate
@@ -193,13 +197,13 @@ def _compare(data, strategies, out, test, verbose, config, options) -> list[dict
         test_ds = Dataset.open(test, **data_options, class_names=train_ds.class_names)
     shared = {k: v for k, v in options.items() if k not in ("val", "val_split", "data_options")}
 
-    summaries, durations, runs = [], [], [(n, s) for n in strategies for s in seeds]
+    summaries, durations, jobs = [], [], [(n, s) for n in strategies for s in seeds]
     predictions: dict[str, list] = {name: [] for name in strategies}
-    for i, (name, seed) in enumerate(runs):
+    for i, (name, seed) in enumerate(jobs):
         run_dir = os.path.join(out, name) if len(seeds) == 1 else os.path.join(
             out, name, f"seed-{seed}")
-        print(f"[{i + 1}/{len(runs)}] {name}{'' if len(seeds) == 1 else f' seed {seed}'} "
-              f"({_eta(durations, len(runs) - i)})", file=sys.stderr, flush=True)
+        print(f"[{i + 1}/{len(jobs)}] {name}{'' if len(seeds) == 1 else f' seed {seed}'} "
+              f"({_eta(durations, len(jobs) - i)})", file=sys.stderr, flush=True)
         started = time.perf_counter()
         complete = os.path.exists(os.path.join(run_dir, "metrics.json"))
         if complete:
@@ -304,7 +308,7 @@ def _add_intervals(summaries, reports, train_counts, shot_thresholds, *, baselin
 
     first = next(iter(reports.values()))[0]
     y, k = first.y_true, len(first.class_names)
-    preds = {name: [r.y_pred for r in runs] for name, runs in reports.items()}
+    preds = {name: [r.y_pred for r in done] for name, done in reports.items()}
     common = dict(train_counts=train_counts, shot_thresholds=shot_thresholds, options=options)
     iv = bootstrap_intervals(y, preds, k, baseline=baseline, **common)
     for s in summaries:

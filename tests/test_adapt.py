@@ -153,7 +153,7 @@ def run(tmp_path):
     Dataset.open(_write_table(tmp_path / "val.csv", xv, yv)).save(str(folder / "val.parquet"))
     (folder / "config.json").write_text(json.dumps({
         "class_names": ["c0", "c1", "c2"], "train_counts": (PI * 1000).astype(int).tolist(),
-        "options": {}}))
+        "val_counts": np.bincount(yv).tolist(), "strategy": "none", "options": {}}))
     xt, yt = _sample(Q, 3000, 6)
     return folder, _write_table(tmp_path / "deploy.csv", xt, yt)
 
