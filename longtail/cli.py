@@ -446,9 +446,59 @@ def cmd_cache(args) -> int:
     return 0
 
 
+# --- longtail features (backbone embeddings as a DATA) ---------------------------------
+
+def cmd_features(args) -> int:
+    from longtail.errors import ConfigError
+    from longtail.features import check_features, write_features
+
+    if args.check:
+        identity = check_features(args.check)
+        start, stop = identity["rows"]
+        print(f"{args.check}: {stop - start} rows, {identity['backbone']} "
+              f"({identity['weights']}), {len(identity['class_names'])} classes: ok")
+        return 0
+    if args.data is None or args.out is None or args.model is None:
+        raise ConfigError("features: DATA, --model NAME and --out FEATS.parquet are required "
+                          "(or --check FEATS)")
+    try:
+        index, count = (int(v) for v in args.shard.split("/"))
+    except ValueError as e:
+        raise ConfigError(f"--shard must be I/N, e.g. 0/4; got {args.shard!r}") from e
+    data_options = {k: v for k, v in (
+        ("label_column", args.label_column), ("path_column", args.path_column),
+        ("weight_column", args.weight_column)) if v is not None}
+    out = write_features(args.data, args.out, model=args.model, weights=args.weights or "imagenet",
+                         image_size=args.image_size, batch_size=args.batch_size,
+                         dtype=args.dtype, shard=(index, count), resume=args.resume,
+                         data_options=data_options, progress=not args.quiet)
+    print(f"{out}: written (a DATA for stats, split, train, compare, evaluate)")
+    return 0
+
+
+def _add_features_parser(sub) -> None:
+    from longtail.backbones import BACKBONES
+
+    p = sub.add_parser("features", help="embed DATA once with a pretrained backbone; the "
+                                        "result (a .parquet table) is itself a DATA")
+    _add_data_options(p, optional=True)
+    p.add_argument("--model", default=None, help="backbone: " + ", ".join(BACKBONES))
+    p.add_argument("--weights", default=None, metavar="imagenet|PATH|none",
+                   help="imagenet (default; from $KERAS_HOME/models, never downloaded), a "
+                        "weights file, or none")
+    p.add_argument("--image-size", default="224", help="N or HxW (default 224)")
+    p.add_argument("--out", default=None, metavar="FEATS", help="the .parquet file to write")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="embed part I of N")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--check", default=None, metavar="FEATS", help="verify a feature store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train,
             "evaluate": cmd_evaluate, "compare": cmd_compare, "predict": cmd_predict,
-            "cache": cmd_cache, "adapt": cmd_adapt}
+            "cache": cmd_cache, "adapt": cmd_adapt, "features": cmd_features}
 
 
 def _add_backbone_options(p: argparse.ArgumentParser) -> None:
@@ -609,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per shard (default: about 64 MB of pixels)")
     p.add_argument("--check", default=None, metavar="CACHE",
                    help="report sources changed or missing since they were cached")
+
+    _add_features_parser(sub)
 
     p = sub.add_parser("demo", help="build Digits-LT and show what balancing does")
     p.add_argument("--out", default="longtail-demo", help="output folder")
