@@ -341,13 +341,35 @@ COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": c
             "cache": cmd_cache}
 
 
+def _positive(name: str):
+    """An argparse type: an integer >= 1, refused with the option's name otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"--{name} must be a positive integer; got {text!r}")
+        return value
+    return parse
+
+
+def _epochs(text: str):
+    """``--epochs``: ``auto`` or a positive integer."""
+    return "auto" if text == "auto" else _positive("epochs")(text)
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from longtail.strategies import STRATEGIES
 
     _add_data_options(p)
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=_epochs, default="auto",
+                   help="passes over the training data, or auto: a step budget that grows "
+                        "with the data, early stopping on validation balanced accuracy, "
+                        "ending on the best epoch (see docs/guide.md) (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive("batch-size"), default=64,
+                   help="samples per training step (default: %(default)s)")
     p.add_argument("--image-size", default="64", help="N or HxW (height x width); default 64")
     p.add_argument("--color-mode", default="rgb", choices=("rgb", "grayscale", "rgba"))
     p.add_argument("--model", default=None,

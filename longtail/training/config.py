@@ -20,7 +20,7 @@ class TrainConfig:
     """
 
     balance: str = "none"
-    epochs: int = 10
+    epochs: int | str = "auto"
     batch_size: int = 64
     image_size: tuple[int, int] | None = (64, 64)
     color_mode: str = "rgb"
@@ -49,8 +49,11 @@ class TrainConfig:
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
+            if name == "epochs" and value == "auto":
+                continue
             if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive integer; got {value!r}")
+                raise ConfigError(f"`{name}` must be a positive integer"
+                                  f"{' or auto' if name == 'epochs' else ''}; got {value!r}")
         if self.label_mode not in ("int", "categorical"):
             raise ConfigError(f"`label_mode` must be int or categorical; got {self.label_mode!r}")
         if self.color_mode not in ("rgb", "grayscale", "rgba"):
@@ -65,6 +68,10 @@ class TrainConfig:
             raise ConfigError(f"`learning_rate` must be > 0; got {self.learning_rate}")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ConfigError(f"`early_stopping` must be >= 1 epochs; got {self.early_stopping}")
+        if self.drw_epoch is not None and (
+                self.drw_epoch < 0 or (self.epochs != "auto" and self.drw_epoch >= self.epochs)):
+            raise ConfigError(f"`drw_epoch` must be in [0, epochs); got {self.drw_epoch} with "
+                              f"epochs {self.epochs}")
         from longtail.models import resolve_augment
 
         resolve_augment(self.augment)
