@@ -416,8 +416,10 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
     from longtail._io import atomic_path, remove_stale_temps, write_json, write_text
     from longtail.report import write_report
 
+    from longtail.training.inference import inference_model
+
     with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
-        model.save(tmp)
+        inference_model(model).save(tmp)  # loads with plain Keras (no longtail classes)
     report.save(out)
     history_csv = os.path.join(out, "history.csv")
     if history_rows:  # a kill may have come between state.json and history.csv
