@@ -89,7 +89,18 @@ def cmd_stats(args) -> int:
     empty = [r["class"] for r in rows if r["count"] == 0]
     if empty:
         print(f"empty classes: {', '.join(empty)}")
+    _print_columns(args, ds)
     return 0
+
+
+def _print_columns(args, ds) -> None:
+    """For a table: the feature columns and the weight column in use."""
+    if ds.feature_names is not None:
+        print(f"feature columns ({len(ds.feature_names)}): {', '.join(ds.feature_names)}")
+    if ds.feature_names is not None or ds.weights is not None:
+        weight = args.weight_column or ("from the manifest" if ds.weights is not None
+                                        else "none (--weight-column NAME to weight rows)")
+        print(f"weight column: {weight}")
 
 
 def cmd_split(args) -> int:
