@@ -60,7 +60,7 @@ class EvaluationReport:
     def save(self, out_dir) -> str:
         """Writes ``metrics.json`` into ``out_dir`` atomically; returns its path."""
         path = os.path.join(os.fspath(out_dir), "metrics.json")
-        _io.write_json(path, self._metrics)
+        _io.write_json(path, rounded(self._metrics))
         return path
 
     def write_report(self, out_dir, **options):
@@ -302,3 +302,18 @@ def evaluate(
         metrics["unreadable_files"] = [{"path": e.path, "reason": e.reason} for e in unreadable]
     return EvaluationReport(y_true=y_true, y_score=scores, class_names=class_names,
                             metrics=metrics, posthoc_tau=posthoc_tau, logits=logits)
+
+
+def rounded(obj, digits: int = 10):
+    """``obj`` with every float to ``digits`` significant digits (metrics.json).
+
+    Float sums print as ``0.8160000000000001``; ten digits keep far more
+    precision than any metric has and print ``0.816``.
+    """
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
