@@ -19,13 +19,13 @@ def test_budget_follows_the_stated_rule():
         plan = plan_epochs(n, spe)
         steps = min(max(round(40 * math.sqrt(n)), 600), 100_000)
         assert plan.steps == steps
-        assert plan.epochs == min(max(math.ceil(steps / spe), 10), 500)
+        assert plan.epochs == min(max(math.ceil(steps / spe), 1), 500)
         assert plan.patience == min(max(plan.epochs // 10, 5), 30)
 
 
 def test_small_data_gets_more_epochs_and_large_data_more_steps():
     small, large = plan_epochs(300, 300 // 64), plan_epochs(100_000, 100_000 // 64)
-    assert small.epochs > 10 >= large.epochs or small.epochs > large.epochs
+    assert small.epochs > large.epochs
     assert small.epochs * small.steps_per_epoch < large.epochs * large.steps_per_epoch
     assert plan_epochs(300, 4, patience=3).patience == 3  # an explicit patience is kept
 

@@ -6,9 +6,8 @@ The rule (also in docs/guide.md, "How long training runs"):
   for ``N`` training samples: the steps a model needs grow with the data, but
   more slowly than the data, so a small set is seen for many epochs (300
   images: about 200 epochs of 3 batches) and a large one for few (1,000,000
-  images: 40,000 steps, under 3 epochs of 64);
-- ``epochs = clip(ceil(steps / steps_per_epoch), 10, 500)``: never fewer
-  than the old fixed default of 10;
+  images: 40,000 steps, 3 epochs of batch 64);
+- ``epochs = clip(ceil(steps / steps_per_epoch), 1, 500)``;
 - early stopping on validation balanced accuracy with patience
   ``clip(epochs // 10, 5, 30)`` epochs, ending on the best epoch's weights
   (an explicit ``early_stopping`` patience is kept).
@@ -28,7 +27,7 @@ __all__ = ["EpochPlan", "plan_epochs", "AUTO"]
 AUTO = "auto"
 _STEPS_PER_ROOT_SAMPLE = 40
 _MIN_STEPS, _MAX_STEPS = 600, 100_000
-_MIN_EPOCHS, _MAX_EPOCHS = 10, 500
+_MIN_EPOCHS, _MAX_EPOCHS = 1, 500
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class EpochPlan:
     def rule(self) -> str:
         return (f"steps = clip({_STEPS_PER_ROOT_SAMPLE} * sqrt({self.train_samples}), "
                 f"{_MIN_STEPS}, {_MAX_STEPS}) = {self.steps}; epochs = ceil(steps / "
-                f"{self.steps_per_epoch} steps per epoch), at least {_MIN_EPOCHS}; early "
+                f"{self.steps_per_epoch} steps per epoch), {_MIN_EPOCHS} to {_MAX_EPOCHS}; early "
                 f"stopping patience {self.patience} epochs on validation balanced accuracy")
 
     def to_json(self) -> dict:
