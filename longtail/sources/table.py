@@ -75,7 +75,7 @@ def _warn_weight_like(path: str, feature_names: list[str]) -> None:
             warnings.warn(f"{path}: column {name!r} is named like a per-row weight but is "
                           f"used as an input feature; pass --weight-column {name} "
                           f"(weight_column={name!r}) to weight rows by it, or "
-                          "--feature-columns (feature_columns=) to choose the features",
+                          "feature_columns= (Python) to choose the features",
                           stacklevel=4)
 
 
