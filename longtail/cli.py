@@ -103,7 +103,18 @@ def cmd_stats(args) -> int:
     empty = [r["class"] for r in rows if r["count"] == 0]
     if empty:
         print(f"empty classes: {', '.join(empty)}")
+    _print_columns(args, ds)
     return 0
+
+
+def _print_columns(args, ds) -> None:
+    """For a table: the feature columns and the weight column in use."""
+    if ds.feature_names is not None:
+        print(f"feature columns ({len(ds.feature_names)}): {', '.join(ds.feature_names)}")
+    if ds.feature_names is not None or ds.weights is not None:
+        weight = args.weight_column or ("from the manifest" if ds.weights is not None
+                                        else "none (--weight-column NAME to weight rows)")
+        print(f"weight column: {weight}")
 
 
 def cmd_split(args) -> int:
@@ -513,13 +524,44 @@ def _add_backbone_options(p: argparse.ArgumentParser) -> None:
                    help="with --finetune top:N or all: epochs of the head stage (default half)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("longtail")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _positive(name: str):
+    """An argparse type: an integer >= 1, refused with the option's name otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+        return value
+    return parse
+
+
+def _epochs(text: str):
+    """``--epochs``: ``auto`` or a positive integer."""
+    return "auto" if text == "auto" else _positive("epochs")(text)
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from longtail.strategies import STRATEGIES
 
     _add_data_options(p)
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=_epochs, default="auto",
+                   help="passes over the training data, or auto: a step budget that grows "
+                        "with the data, early stopping on validation balanced accuracy, "
+                        "ending on the best epoch (see docs/guide.md) (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive("batch-size"), default=64,
+                   help="samples per training step (default: %(default)s)")
     p.add_argument("--image-size", default="64", help="N or HxW (height x width); default 64")
     p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
     p.add_argument("--model", default=None,
@@ -531,9 +573,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", type=_fraction("val-split"), default=0.2,
                    help="stratified validation fraction (default 0.2)")
     p.add_argument("--val", default=None, metavar="DATA", help="validation DATA instead")
-    p.add_argument("--label-mode", default="int", choices=("int", "categorical"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--label-mode", default="int", choices=("int", "categorical"),
+                   help="labels as class indices (int) or one-hot vectors (categorical) "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, sampling, augmentation and initial weights "
+                        "(default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=1e-3,
+                   help="AdamW peak learning rate, cosine-decayed over the run "
+                        "(default: %(default)s)")
     p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                    help="stop when validation balanced accuracy stalls this many epochs")
     p.add_argument("--tau", type=float, default=1.0, help="logit-adjust tau")
@@ -556,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="longtail", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"longtail {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("stats", help="class counts, shares and class weights")
@@ -565,9 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("split", help="stratified train/val/test manifests")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="folder for train/val/test.parquet")
-    p.add_argument("--val", type=_fraction("val"), default=0.2)
-    p.add_argument("--test", type=_fraction("test"), default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val", type=_fraction("val"), default=0.2,
+                   help="fraction of each class for val.parquet (default: %(default)s)")
+    p.add_argument("--test", type=_fraction("test"), default=0.0,
+                   help="fraction of each class for test.parquet; 0 writes none "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the split (default: %(default)s)")
 
     p = sub.add_parser("train", help="train a classifier with a balancing strategy")
     _add_train_options(p)
@@ -604,7 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", metavar="INPUT", nargs="+",
                    help="image files, folders (searched recursively) or manifests")
     p.add_argument("--posthoc-tau", type=float, default=None, metavar="T")
-    p.add_argument("--top-k", type=int, default=1, metavar="K")
+    p.add_argument("--top-k", type=_positive("top-k"), default=1, metavar="K",
+                   help="write the K most likely classes per input (default: %(default)s)")
     p.add_argument("--out", default=None, help="CSV file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--allow-outside-root", action="store_true",
@@ -651,7 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "~10x smaller (default raw)")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
     p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
-    p.add_argument("--resize", default="stretch", choices=RESIZE_MODES)
+    p.add_argument("--resize", default="stretch", choices=RESIZE_MODES,
+                   help="fit images to the size by stretching, centre-cropping or padding "
+                        "(default: %(default)s)")
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="build part I of N (machines sharing CACHE each build one part)")
     p.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
@@ -664,7 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="build Digits-LT and show what balancing does")
     p.add_argument("--out", default="longtail-demo", help="output folder")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=_positive("epochs"), default=30,
+                   help="epochs per strategy (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     return parser
 

@@ -188,7 +188,8 @@ class Dataset:
         """Reads a CSV or Parquet table, or a manifest written by :meth:`save`.
 
         Args:
-            file: A ``.csv``, ``.tsv`` or ``.parquet`` file.
+            file: A ``.csv``, ``.tsv`` or ``.parquet`` file, or an in-memory
+                ``pyarrow.Table`` or pandas DataFrame.
             label_column: Column of class names or integer class indices.
             path_column: Column of file paths, relative to the table's folder
                 (absolute paths must lie inside it too, unless

@@ -60,7 +60,7 @@ class EvaluationReport:
     def save(self, out_dir) -> str:
         """Writes ``metrics.json`` into ``out_dir`` atomically; returns its path."""
         path = os.path.join(os.fspath(out_dir), "metrics.json")
-        _io.write_json(path, self._metrics)
+        _io.write_json(path, rounded(self._metrics))
         return path
 
     def write_report(self, out_dir, **options):
@@ -330,3 +330,18 @@ def _add_intervals(metrics: dict, y_true, y_pred, train_counts, shot_thresholds,
     for i, row in enumerate(metrics["per_class"]):
         for m in ("recall", "precision"):
             row[f"{m}_interval"] = [values[m]["low"][i], values[m]["high"][i]]
+
+
+def rounded(obj, digits: int = 10):
+    """``obj`` with every float to ``digits`` significant digits (metrics.json).
+
+    Float sums print as ``0.8160000000000001``; ten digits keep far more
+    precision than any metric has and print ``0.816``.
+    """
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj

@@ -23,7 +23,7 @@ def read_manifest(file, *, label_column="label", path_column="path", weight_colu
     """Reads a table or a manifest: its rows of files, features or cache rows."""
     from longtail.sources.table import read_table
 
-    if is_cache_manifest(file):  # rows of a cache: read them from the cache
+    if isinstance(file, (str, os.PathLike)) and is_cache_manifest(file):  # rows of a cache: read them from the cache
         return read_split(file, class_names=class_names, allow_outside_root=allow_outside_root)
     data = read_table(file, label_column=label_column, path_column=path_column,
                       weight_column=weight_column, feature_columns=feature_columns,

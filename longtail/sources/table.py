@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,35 @@ def _load(path: str) -> pa.Table:
     raise DataError(f"{path}: expected a .csv, .tsv or .parquet table")
 
 
+#: Column names that say "a per-row weight" (compared in lower case).
+WEIGHT_LIKE = ("weight", "weights", "sample_weight", "sample_weights", "w")
+
+
+def _warn_weight_like(path: str, feature_names: list[str]) -> None:
+    """Warns when a feature column is named like a weight column."""
+    for name in feature_names:
+        if name.lower() in WEIGHT_LIKE:
+            warnings.warn(f"{path}: column {name!r} is named like a per-row weight but is "
+                          f"used as an input feature; pass --weight-column {name} "
+                          f"(weight_column={name!r}) to weight rows by it, or "
+                          "feature_columns= (Python) to choose the features",
+                          stacklevel=4)
+
+
+def _in_memory(data) -> tuple[pa.Table | None, str]:
+    """``(table, name)`` for an in-memory table, ``(None, data)`` for a path."""
+    if isinstance(data, (str, os.PathLike)):
+        return None, data
+    if isinstance(data, pa.Table):
+        return data, "<pyarrow.Table>"
+    if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
+        return pa.Table.from_pandas(data, preserve_index=False), "<pandas.DataFrame>"
+    if hasattr(data, "to_arrow"):
+        return data.to_arrow(), f"<{type(data).__name__}>"
+    raise TypeError(f"expected a table file path, a pyarrow.Table or a pandas DataFrame; "
+                    f"got {type(data).__name__}")
+
+
 def _first_bad_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 1
 
@@ -77,13 +107,20 @@ def read_table(
     class_names: list[str] | None = None,
     allow_outside_root: bool = False,
 ) -> TableData:
-    """Reads a table into index arrays; see :meth:`longtail.Dataset.from_table`."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: expected a table file (.csv or .parquet), got a folder")
-    table = _load(path)
+    """Reads a table into index arrays; see :meth:`longtail.Dataset.from_table`.
+
+    ``path`` may also be an in-memory table: a ``pyarrow.Table``, a pandas
+    DataFrame or another frame with ``to_arrow()`` (polars); relative file
+    paths in it are relative to the working directory.
+    """
+    table, path = _in_memory(path)
+    if table is None:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise DataError(f"{path}: expected a table file (.csv or .parquet), got a folder")
+        table = _load(path)
     meta = (table.schema.metadata or {}).get(METADATA_KEY)
     meta = json.loads(meta) if meta else {}
     if class_names is None:
@@ -111,7 +148,8 @@ def read_table(
             row = _first_bad_row(column.is_null().to_numpy(zero_copy_only=False))
             raise DataError(f"{path}: row {row}: empty {path_column!r}")
         paths = pc.cast(column.combine_chunks(), pa.string())
-        folder = os.path.dirname(os.path.abspath(path))
+        folder = os.path.abspath(".") if path.startswith("<") else os.path.dirname(
+            os.path.abspath(path))
         root = folder
         if "root" in meta:  # a manifest: paths are relative to the stored root
             root = stored_folder(path, meta, "root", folder)
@@ -126,6 +164,8 @@ def read_table(
             if c not in skip and (pa.types.is_integer(table.schema.field(c).type)
                                   or pa.types.is_floating(table.schema.field(c).type))
         ]
+        if weight_column is None and feature_columns is None:
+            _warn_weight_like(path, feature_names)
         if not feature_names:
             raise DataError(
                 f"{path}: no path column {path_column!r} and no numeric feature columns; "

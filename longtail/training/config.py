@@ -21,7 +21,7 @@ class TrainConfig:
     """
 
     balance: str = "none"
-    epochs: int = 10
+    epochs: int | str = "auto"
     batch_size: int = 64
     image_size: tuple[int, int] | None = (64, 64)
     color_mode: str = "rgb"
@@ -54,7 +54,8 @@ class TrainConfig:
         resolve_strategy_options(self.strategy_options)
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
         checked = {
-            "epochs": v.integer("epochs", self.epochs, min=1),
+            "epochs": self.epochs if self.epochs == "auto" else v.integer(
+                "epochs", self.epochs, min=1),
             "batch_size": v.integer("batch_size", self.batch_size, min=1),
             "seed": v.integer("seed", self.seed, min=0),
             "learning_rate": v.number("learning_rate", self.learning_rate, min=0,
@@ -75,6 +76,9 @@ class TrainConfig:
         v.one_of("schedule", self.schedule, ("cosine", "constant"))
         if self.val is None:
             v.fraction("val_split", self.val_split, allow_zero=False)
+        if self.drw_epoch is not None and self.epochs != "auto" and self.drw_epoch >= self.epochs:
+            raise ConfigError(f"`drw_epoch` must be in [0, epochs); got {self.drw_epoch} with "
+                              f"epochs {self.epochs}")
         from longtail.models import resolve_augment
 
         resolve_augment(self.augment)

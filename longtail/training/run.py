@@ -160,12 +160,15 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     seed_everything(config.seed)  # no TensorFlow import on the JAX or torch backend
     strategy = resolve_strategy(config.balance)
     train_loader, val_loader = _loaders(config, train_ds, val_ds, strategy, placement)
+    config, plan = _plan_epochs(config, train_ds, len(train_loader), verbose)
     if resume:
         ckpt.check_same_data(out, saved_config, train_ds, val_ds)
     model, initial_epoch, history_rows, best_weights = _model(
         config, out, state, train_ds, strategy, len(train_loader))
     run_config = _run_config(config, data, strategy, train_ds, val_ds, len(train_loader),
                              placement)
+    if plan is not None:
+        run_config["epoch_plan"] = plan.to_json()
     if placement is not None and placement.process_id != 0:
         out = None  # process 0 writes the run folder
     if out is not None and not resume:
@@ -197,6 +200,10 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
         seconds = time.perf_counter() - started
 
     report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds, run_config)
+    metrics["training"] = _stop_summary(config, history_rows or fit_history)
+    report._metrics["training"] = metrics["training"]  # metrics.json records it too
+    if verbose != 0:
+        print(f"longtail: {metrics['training']['stopped']}")
     _warn_unreadable(train_loader, val_loader)
     if out is not None:
         _finish_run(out, model, report, run_config, history_rows)
@@ -247,6 +254,47 @@ def _check_same_options(out: str, config: TrainConfig, options: dict) -> TrainCo
                           f"{shown} differ: drop them, or start a new run in another folder "
                           "to change them")
     return config
+
+
+def _plan_epochs(config: TrainConfig, train_ds, steps_per_epoch: int, verbose):
+    """Resolves ``epochs="auto"`` (see :mod:`longtail.training.schedule`) into numbers.
+
+    Returns the config with ``epochs`` and ``early_stopping`` set (config.json
+    records them, so ``--resume`` continues the same plan) and the plan, or
+    None when the epochs were given.
+    """
+    from longtail.training.schedule import AUTO, plan_epochs
+
+    if config.epochs != AUTO:
+        return config, None
+    plan = plan_epochs(len(train_ds), steps_per_epoch, config.early_stopping)
+    if verbose != 0:
+        print(f"longtail: epochs auto: {plan.epochs} epochs of {steps_per_epoch} steps "
+              f"({len(train_ds)} training samples), early stopping after {plan.patience} "
+              "epochs without a better validation balanced accuracy")
+    return dataclasses.replace(config, epochs=plan.epochs, early_stopping=plan.patience), plan
+
+
+def _stop_summary(config: TrainConfig, history) -> dict:
+    """How many epochs ran, the best one, and why training stopped (metrics.json)."""
+    if isinstance(history, list):  # history.csv rows
+        history = _history_dict(history)
+    scores = history.get("val_balanced_accuracy", [])
+    ran = len(scores) or len(history.get("loss", []))
+    summary = {"epochs_planned": config.epochs, "epochs_run": ran}
+    if config.early_stopping and scores:
+        best = int(np.argmax(scores))  # the first best, as EarlyStopping keeps it
+        summary.update(best_epoch=best + 1, best_val_balanced_accuracy=float(scores[best]))
+        if ran < config.epochs:
+            summary["stopped"] = (f"early stopping: no better validation balanced accuracy "
+                                  f"in {ran - best - 1} epochs after epoch {best + 1} "
+                                  f"({scores[best]:.4f}); ended on epoch {best + 1}'s weights")
+        else:
+            summary["stopped"] = (f"epoch budget reached ({ran} epochs); ended on the best "
+                                  f"epoch {best + 1} ({scores[best]:.4f})")
+    else:
+        summary["stopped"] = f"ran the {config.epochs} epochs asked for"
+    return summary
 
 
 def _placement(config: TrainConfig, cluster):
@@ -441,15 +489,17 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
     with runs.commit_set(out) as staged:
         stage = staged.dir
         from longtail._seed import tensorflow_left_unloaded
+        from longtail.evaluation import rounded
+        from longtail.training.inference import inference_model
 
         with atomic_path(os.path.join(stage, "model.keras"), suffix=".keras") as tmp, \
                 tensorflow_left_unloaded():
-            model.save(tmp)
+            inference_model(model).save(tmp)  # loads with plain Keras (no longtail classes)
         metrics = report.to_dict()
         if "second_stage" in run_config:  # what a classifier-level method chose
             metrics["second_stage"] = run_config["second_stage"]
             write_json(os.path.join(stage, "config.json"), run_config)
-        write_json(os.path.join(stage, "metrics.json"), metrics)
+        write_json(os.path.join(stage, "metrics.json"), rounded(metrics))
         history_csv = os.path.join(stage, "history.csv")
         if history_rows:
             write_text(history_csv, ckpt.csv_text(history_rows))

@@ -1,0 +1,78 @@
+"""epochs="auto": the step budget rule, early stopping that ends on the best weights, resume."""
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+import longtail as lt
+from longtail.errors import ConfigError
+from longtail.training import schedule
+from longtail.training.config import TrainConfig
+from longtail.training.schedule import plan_epochs
+
+
+def test_budget_follows_the_stated_rule():
+    for n, spe in ((300, 4), (5_000, 78), (1_000_000, 15_625)):
+        plan = plan_epochs(n, spe)
+        steps = min(max(round(40 * math.sqrt(n)), 600), 100_000)
+        assert plan.steps == steps
+        assert plan.epochs == min(max(math.ceil(steps / spe), 1), 500)
+        assert plan.patience == min(max(plan.epochs // 10, 5), 30)
+
+
+def test_small_data_gets_more_epochs_and_large_data_more_steps():
+    small, large = plan_epochs(300, 300 // 64), plan_epochs(100_000, 100_000 // 64)
+    assert small.epochs > large.epochs
+    assert small.epochs * small.steps_per_epoch < large.epochs * large.steps_per_epoch
+    assert plan_epochs(300, 4, patience=3).patience == 3  # an explicit patience is kept
+
+
+def test_config_accepts_auto_and_refuses_nonsense():
+    assert TrainConfig().epochs == "auto"
+    assert TrainConfig(epochs=5).epochs == 5
+    for bad in (0, -1, "many", 2.5):
+        with pytest.raises(ConfigError, match="epochs"):
+            TrainConfig(epochs=bad)
+    with pytest.raises(ConfigError, match="drw_epoch"):
+        TrainConfig(epochs=5, drw_epoch=5, balance="ldam-drw")
+
+
+def _table(path, n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 4)) + y[:, None] * 0.8  # noisy classes: the scores wander
+    columns = {f"f{i}": x[:, i] for i in range(4)}
+    columns["label"] = [f"c{v}" for v in y]
+    pacsv.write_csv(pa.table(columns), str(path))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_auto_ends_on_the_best_epoch_and_says_why(tmp_path, monkeypatch):
+    # A smaller budget than the real rule gives, to keep the test cheap.
+    monkeypatch.setattr(schedule, "_MIN_STEPS", 8)
+    monkeypatch.setattr(schedule, "_MIN_EPOCHS", 3)
+    data = _table(tmp_path / "t.csv")
+    result = lt.train(data, str(tmp_path / "run"), verbose=0, batch_size=32,
+                      learning_rate=0.05)
+    plan = result.config["epoch_plan"]
+    assert result.config["options"]["epochs"] == plan["epochs"]
+    scores = result.history["val_balanced_accuracy"]
+    training = result.metrics["training"]
+    assert training["epochs_run"] == len(scores) <= plan["epochs"]
+    best = int(np.argmax(scores))
+    assert training["best_epoch"] == best + 1
+    # The model that comes back (and model.keras) is the best epoch's: its
+    # validation balanced accuracy is the best one in the history.
+    assert result.metrics["balanced_accuracy"] == pytest.approx(scores[best], abs=1e-6)
+    if len(scores) < plan["epochs"]:
+        assert len(scores) - best - 1 == plan["patience"]
+        assert training["stopped"].startswith("early stopping")
+    from longtail.models import load_model
+
+    reloaded = load_model(str(tmp_path / "run" / "model.keras"))
+    weights = result.model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(), weights))
