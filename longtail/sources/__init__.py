@@ -7,6 +7,8 @@ and manifests). Sources: ``files``, ``features``, ``cache``.
 
 from __future__ import annotations
 
+import os
+
 from longtail.cache.layout import is_cache
 from longtail.sources.base import Indexed, Source, Substitute
 from longtail.sources.cache import CacheSource, is_cache_manifest, open_cache, read_split
@@ -23,7 +25,7 @@ def read_manifest(file, *, label_column="label", path_column="path", weight_colu
     """Reads a table or a manifest: its rows of files, features or cache rows."""
     from longtail.sources.table import read_table
 
-    if isinstance(file, (str, os.PathLike)) and is_cache_manifest(file):  # rows of a cache: read them from the cache
+    if isinstance(file, (str, os.PathLike)) and is_cache_manifest(file):  # rows of a cache
         return read_split(file, class_names=class_names, allow_outside_root=allow_outside_root)
     data = read_table(file, label_column=label_column, path_column=path_column,
                       weight_column=weight_column, feature_columns=feature_columns,
