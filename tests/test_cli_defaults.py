@@ -37,7 +37,7 @@ def test_drw_epoch_beyond_epochs_is_refused(tmp_path, capsys):
                     str(tmp_path / "t.csv"))
     code = main(["train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "run"),
                  "--balance", "ldam-drw", "--epochs", "3", "--drw-epoch", "5"])
-    assert code == 2 and "drw_epoch" in capsys.readouterr().err
+    assert code == 2 and "--drw-epoch" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
