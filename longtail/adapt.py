@@ -295,7 +295,7 @@ def _unlabeled_logits(model, data, names, loader_kw, batch_size, from_probabilit
     except LongtailError:
         ds = None
     if ds is not None and len(ds):
-        kw = {k: v for k, v in loader_kw.items() if ds.kind != "features"}
+        kw = loader_kw if ds.source.is_image else {}
         return evaluate(model, ds.loader(batch_size=batch_size, sampling="sequential",
                                          label_mode="int", **kw),
                         class_names=names, bootstrap=False).logits
@@ -358,7 +358,7 @@ def adapt_run(run, unlabeled, out, *, prior=None, method="em", resamples=200,
     val_ds = Dataset.load(paths["val.parquet"])
     val = evaluate(model, val_ds.loader(batch_size=batch_size, sampling="sequential",
                                         label_mode="int", **(
-                                            {} if val_ds.kind == "features" else loader_kw)),
+                                            loader_kw if val_ds.source.is_image else {})),
                    class_names=names, bootstrap=False)
     from_probabilities = not np.array_equal(val.logits, val.y_score)
     if prior is None:
@@ -377,11 +377,13 @@ def adapt_run(run, unlabeled, out, *, prior=None, method="em", resamples=200,
     result["classes"] = names
     adapted = adapt_model(model, result["source_prior"], result["estimate"],
                           result["temperature"], from_probabilities, bias=result["bias"])
-    os.makedirs(out, exist_ok=True)
-    with atomic_path(os.path.join(out, "model.keras"), suffix=".keras") as tmp:
-        adapted.save(tmp)
-    write_json(os.path.join(out, "prior.json"), result)
-    write_json(os.path.join(out, "config.json"), {**config, "adapted": {
-        "from_run": os.path.abspath(run), "method": result["method"],
-        "target_prior": result["estimate"], "temperature": result["temperature"]}})
+    from longtail import runs
+
+    with runs.locked(out, "adapt"), runs.commit_set(out) as stage:  # the three files together
+        with atomic_path(os.path.join(stage.dir, "model.keras"), suffix=".keras") as tmp:
+            adapted.save(tmp)
+        write_json(os.path.join(stage.dir, "prior.json"), result)
+        write_json(os.path.join(stage.dir, "config.json"), {**config, "adapted": {
+            "from_run": os.path.abspath(run), "method": result["method"],
+            "target_prior": result["estimate"], "temperature": result["temperature"]}})
     return result
