@@ -38,16 +38,18 @@ def _record_decodes():
     from longtail.loader import Loader
 
     decoded = {}
-    original = Loader._load
+    original = Loader._make_batch
 
-    def load(self, index, epoch, position):
+    def make_batch(self, epoch, b):  # every batch this process reads, position by position
         if self.sampler_.name != "sequential":
-            decoded[f"{epoch}:{position}"] = os.path.basename(
-                os.path.dirname(self.dataset.path(index))) + "/" + os.path.basename(
-                self.dataset.path(index))
-        return original(self, index, epoch, position)
+            start = b * self._batch_size
+            for j, index in enumerate(self.plan(epoch)[start:start + self._batch_size]):
+                path = self.dataset.path(int(index))
+                decoded[f"{epoch}:{start + j}"] = os.path.basename(
+                    os.path.dirname(path)) + "/" + os.path.basename(path)
+        return original(self, epoch, b)
 
-    Loader._load = load
+    Loader._make_batch = make_batch
     return decoded
 
 

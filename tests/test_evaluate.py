@@ -155,7 +155,12 @@ def test_save_writes_metrics_json_atomically(tmp_path):
     path = report.save(tmp_path / "run")
     assert os.listdir(tmp_path / "run") == ["metrics.json"]  # no temp file left
     with open(path) as f:
-        assert json.load(f) == report.to_dict()
+        saved = json.load(f)
+    from longtail.evaluation import rounded
+
+    assert saved == rounded(report.to_dict())  # floats to 10 significant digits
+    assert saved["balanced_accuracy"] == pytest.approx(report.to_dict()["balanced_accuracy"],
+                                                       rel=1e-9)
     assert isinstance(report, EvaluationReport) and "accuracy" in repr(report)
 
 
