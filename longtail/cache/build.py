@@ -350,7 +350,7 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         raise ConfigError(f"--workers must be >= 1; got {workers}")
     decode_options = DecodeOptions(image_size=options.image_size, color_mode=options.color_mode,
                                    resize=options.resize, max_pixels=max_pixels)
-    if not layout.is_cache(data):
+    if isinstance(data, (str, os.PathLike)) and not layout.is_cache(data):
         runs.check_out_outside_data(out, data)
     # One writer per part: parts of one cache are built side by side.
     with runs.locked(root, f"cache part {index}/{parts}", lock_name=f".longtail-part-{index}.lock",
