@@ -27,6 +27,8 @@ __all__ = ["main", "build_parser"]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, like every other bad input
+        # "argument --x: must be ..." reads as the validator's "--x must be ..."
+        message = re.sub(r"^argument (\S+): (must be )", r"\1 \2", message)
         self.exit(2, f"longtail: error: {message}\n")
 
 
@@ -541,7 +543,7 @@ def _positive(name: str):
         except ValueError:
             value = 0
         if value < 1:
-            raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text}")
         return value
     return parse
 

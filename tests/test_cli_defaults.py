@@ -28,7 +28,8 @@ def test_meaningless_numbers_are_refused_before_any_work(argv, tmp_path, capsys,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         main(argv)
-    assert e.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+    assert e.value.code == 2 and f"{argv[-2]} must be an integer >= 1; got {argv[-1]}" in \
+        capsys.readouterr().err
     assert os.listdir(tmp_path) == []  # nothing built
 
 

@@ -19,7 +19,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # refused while parsing, before any work
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
