@@ -74,9 +74,8 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
 
     from longtail._io import atomic_path
     from longtail.backbones import build_backbone
-    from longtail.dataset import Dataset
+    from longtail.dataset import Dataset, fingerprint
     from longtail.options import parse_image_size
-    from longtail.training.checkpoint import fingerprint
 
     if not str(out).endswith(".parquet"):
         raise ConfigError(f"--out {out}: a feature store is a .parquet file; end the name "

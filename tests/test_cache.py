@@ -275,6 +275,23 @@ def test_rerun_skips_complete_shards_and_repairs_damaged_ones(data, tmp_path):
         build_cache(data, tmp_path / "c", image_size=16)
 
 
+def test_build_and_resume_share_one_dataset_fingerprint(data, tmp_path):
+    from longtail.dataset import fingerprint
+    from longtail.training import checkpoint
+
+    _build(data, tmp_path / "c")
+    with open(tmp_path / "c" / "build.json", encoding="utf-8") as f:
+        plan = json.load(f)
+    ds = lt.Dataset.open(data)
+    # The cache build and a resumed training run hash the same thing.
+    assert plan["fingerprint"] == fingerprint(ds) == checkpoint.fingerprint(ds)
+    assert _digests(tmp_path / "c")["source"]["fingerprint"] == plan["fingerprint"]
+    os.rename(os.path.join(data, "cow", "000.png"), os.path.join(data, "cow", "00x.png"))
+    assert fingerprint(lt.Dataset.open(data)) != plan["fingerprint"]
+    with pytest.raises(ConfigError, match="different data"):
+        build_cache(data, tmp_path / "c", image_size=16, rows_per_shard=4)
+
+
 def test_a_corrupted_shard_is_refused_with_its_name(data, tmp_path, capsys):
     _build(data, tmp_path / "c")
     open_cache(tmp_path / "c")  # verified once: a stamp remembers the files' state
