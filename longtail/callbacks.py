@@ -34,13 +34,8 @@ from sklearn.metrics import (
 
 from longtail import _validation as v
 from longtail.errors import ConfigError
-from longtail.losses._base import (
-    ClassWeightedLoss,
-    ClassWeightState,
-    as_counts,
-    check_number,
-    effective_number_weights,
-)
+from longtail.losses._base import ClassWeightedLoss, ClassWeightState, _to_vector, check_number
+from longtail.weights import class_weights
 
 __all__ = ["DeferredReweighting", "PerClassMetrics", "track_loss_state"]
 
@@ -117,7 +112,9 @@ class DeferredReweighting(keras.callbacks.Callback):
 
     Before ``start_epoch`` the loss is unweighted (all class weights 1);
     from ``start_epoch`` on, each class is weighted by its effective-number
-    weight ``(1 - beta) / (1 - beta ** n_c)``, normalised to sum to k. The
+    weight ``(1 - beta) / (1 - beta ** n_c)``, normalised to sum to k: the
+    weights of ``longtail.class_weights(counts=..., strategy="effective")``
+    (:func:`longtail.weights.effective_number_weights`). The
     weights are assigned to the loss' class-weight variable at the start of
     every epoch, so resuming with ``initial_epoch`` gives the right weights.
     Any class-weighted longtail loss works (:class:`longtail.losses.LDAM`,
@@ -126,7 +123,8 @@ class DeferredReweighting(keras.callbacks.Callback):
 
     Args:
         class_counts: Training samples per class, in class index order. A
-            zero count is counted as one sample, with a warning.
+            class with no samples gets weight 0.0, with a warning (as in
+            :func:`longtail.class_weights`); the others keep their weights.
         start_epoch: First epoch (0-based, as Keras counts) with weights;
             the paper uses 160 of 200.
         beta: Effective-number beta in [0, 1); the paper uses 0.9999.
@@ -144,10 +142,11 @@ class DeferredReweighting(keras.callbacks.Callback):
     def __init__(self, class_counts, start_epoch, beta=0.999):
         super().__init__()
         v.integer("start_epoch", start_epoch, min=0)
-        self.class_counts = [float(c) for c in as_counts(class_counts)]
+        self.class_counts = [float(c) for c in _to_vector(class_counts, "class_counts")]
         self.start_epoch = int(start_epoch)
         self.beta = check_number(beta, "beta", 0.0, 1.0, high_open=True)
-        self.weights_ = effective_number_weights(self.class_counts, self.beta)
+        weights = class_weights(counts=self.class_counts, strategy="effective", beta=self.beta)
+        self.weights_ = np.array([weights[i] for i in range(len(weights))])
         self._losses: list[ClassWeightedLoss] = []
 
     def set_model(self, model):
