@@ -171,9 +171,28 @@ def _drop_unreadable(batches, y_true, scores, steps):
     return y_true[keep], scores[keep], errors
 
 
-def _looks_like_probabilities(scores: np.ndarray) -> bool:
+#: How far a row's sum may be from 1 for the row to count as probabilities: a
+#: float16 softmax (mixed precision) sums within ~1e-3, a float32 one within ~1e-6.
+PROBABILITY_ATOL = 1e-3
+
+
+def looks_like_probabilities(scores: np.ndarray) -> bool:
+    """Whether every row of ``scores`` is in [0, 1] and sums to 1 (within 1e-3)."""
+    scores = np.asarray(scores)
     return bool(np.all(scores >= 0) and np.all(scores <= 1)
-                and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+                and np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_ATOL))
+
+
+def to_logits(scores: np.ndarray, from_logits: bool | None = None) -> np.ndarray:
+    """A model's outputs as logits: the log of probabilities, logits as they are.
+
+    ``from_logits=None`` decides with :func:`looks_like_probabilities`; what
+    :func:`evaluate` and ``longtail predict`` do with any model's outputs.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if from_logits is None:
+        from_logits = not looks_like_probabilities(scores)
+    return scores if from_logits else np.log(np.maximum(scores, 1e-12))
 
 
 def _two_columns(out: np.ndarray) -> np.ndarray:
@@ -291,9 +310,7 @@ def evaluate(
                       f"{len(data)}; metrics cover only those yielded", UserWarning,
                       stacklevel=2)
 
-    if from_logits is None:
-        from_logits = not _looks_like_probabilities(scores)
-    logits = scores if from_logits else np.log(np.clip(scores, 1e-12, None))
+    logits = to_logits(scores, from_logits)
     if posthoc_tau is not None:
         p = _resolve_priors(priors, train_counts, class_names)
         from longtail.posthoc import adjust_logits

@@ -97,6 +97,7 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     from longtail.adapt import bayes_decision
 
     from longtail.decode import DecodeOptions
+    from longtail.evaluation import to_logits
     from longtail.posthoc import adjust_logits
 
     from longtail import _validation as v
@@ -118,9 +119,7 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     for chunk, x, errors in _batches(list(paths), options, batch_size, workers):
         probs = None
         if x is not None:
-            logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
-            if np.all(logits >= 0) and np.allclose(logits.sum(axis=1), 1.0, atol=1e-4):
-                logits = np.log(np.maximum(logits, 1e-12))  # a softmax model
+            logits = to_logits(model.predict_on_batch(x))  # a softmax model's log
             if posthoc_tau:
                 logits = adjust_logits(logits, priors, posthoc_tau)
             logits -= logits.max(axis=1, keepdims=True)
