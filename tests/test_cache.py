@@ -1,5 +1,6 @@
 """Tests for longtail.cache: build, read, resume, parts, corruption, --check, kills."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -100,9 +101,14 @@ def test_manifest_records_everything_the_issue_lists(data, tmp_path):
         (name, entry), = shard["files"].items()
         path = tmp_path / "c" / "shards" / name
         assert entry["bytes"] == os.path.getsize(path)
-        import hashlib
         assert entry["blake2b"] == hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-    rows = pq.read_table(tmp_path / "c" / m["rows_file"]["name"])
+    rows_path = tmp_path / "c" / m["rows_file"]["name"]
+    assert m["rows_file"]["bytes"] == os.path.getsize(rows_path)
+    assert m["rows_file"]["blake2b"] == hashlib.blake2b(rows_path.read_bytes(),
+                                                        digest_size=16).hexdigest()
+    assert m["rows_file"]["name"] == f"rows-{m['rows_file']['blake2b'][:16]}.parquet"
+    assert not [e for e in os.listdir(tmp_path / "c") if e.startswith(".")]  # no temp left
+    rows = pq.read_table(rows_path)
     first = os.path.join(data, rows.column("path")[0].as_py())
     st = os.stat(first)
     assert rows.column("size")[0].as_py() == st.st_size
