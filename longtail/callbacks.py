@@ -34,6 +34,7 @@ from sklearn.metrics import (
 
 from longtail import _validation as v
 from longtail.errors import ConfigError
+from longtail.evaluation import _to_numpy, predict_batches
 from longtail.losses._base import ClassWeightedLoss, ClassWeightState, _to_vector, check_number
 from longtail.weights import class_weights
 
@@ -198,16 +199,6 @@ class DeferredReweighting(keras.callbacks.Callback):
             loss.set_class_weight(weights)
 
 
-def _to_numpy(value) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach"):  # torch, possibly on GPU
-        value = value.detach().cpu()
-    if hasattr(value, "numpy"):
-        return np.asarray(value.numpy())
-    return np.asarray(value)
-
-
 def _class_indices(y: np.ndarray, what: str) -> np.ndarray:
     """Sparse labels, one-hot/soft rows or output rows as class indices."""
     y = np.asarray(y)
@@ -291,45 +282,29 @@ class PerClassMetrics(keras.callbacks.Callback):
         self.steps = steps
         self.per_class_: dict | None = None
 
-    def _batches(self):
-        data = self.validation_data
-        if isinstance(data, keras.utils.PyDataset):
-            batches = (data[i] for i in range(len(data)))
-        else:
-            batches = iter(data)
-        for step, batch in enumerate(batches):
-            if self.steps is not None and step >= self.steps:
-                return
-            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-                raise ConfigError(
-                    "`validation_data` must yield (x, y) or (x, y, sample_weight) "
-                    f"batches; got {type(batch).__name__}"
-                )
-            yield batch[0], batch[1]
-
     def predict(self) -> tuple[np.ndarray, np.ndarray, int]:
         """True and predicted class indices over the validation data.
 
         Returns:
             ``(y_true, y_pred, k)`` with k the number of model outputs.
         """
-        if isinstance(self.validation_data, tuple):
-            x, y = self.validation_data[:2]
+        data = self.validation_data
+        if isinstance(data, tuple):
+            x, y = data[:2]
             out = _to_numpy(self.model.predict(x, batch_size=self.batch_size, verbose=0))
             return (_class_indices(_to_numpy(y), "labels"),
                     _class_indices(out, "predictions"), out.shape[-1])
-        trues, preds, k = [], [], 0
-        for x, y in self._batches():
-            out = _to_numpy(self.model.predict_on_batch(x))
-            preds.append(_class_indices(out, "predictions"))
-            trues.append(_class_indices(_to_numpy(y), "labels"))
-            k = out.shape[-1]
-        if not trues:
+        batches = data
+        if isinstance(data, keras.utils.PyDataset):
+            batches = (data[i] for i in range(len(data)))
+        y_true, out = predict_batches(self.model, batches, self.steps,
+                                      name="validation_data", error=ConfigError)
+        if not len(y_true):
             raise ConfigError(
                 "`validation_data` yielded no batches (an iterator that was "
                 "exhausted by an earlier epoch?); pass a re-iterable source"
             )
-        return np.concatenate(trues), np.concatenate(preds), k
+        return y_true, _class_indices(out, "predictions"), out.shape[-1]
 
     def on_epoch_end(self, epoch, logs=None):
         y_true, y_pred, k = self.predict()

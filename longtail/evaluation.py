@@ -19,7 +19,7 @@ from longtail import _io
 from longtail.errors import ConfigError, DataError
 from longtail.metrics import _resolve_counts, compute_metrics
 
-__all__ = ["evaluate", "EvaluationReport"]
+__all__ = ["evaluate", "EvaluationReport", "predict_batches", "to_logits"]
 
 
 class EvaluationReport:
@@ -125,18 +125,34 @@ def _labels_of(y) -> np.ndarray:
     return y.reshape(-1).astype(np.int64)
 
 
-def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Runs the model batch by batch; returns (y_true, raw outputs)."""
+def predict_batches(model, batches: Iterable, steps: int | None = None, *,
+                    name: str = "data", error: type = DataError
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a model over ``(x, y)`` or ``(x, y, w)`` batches, one at a time.
+
+    The one prediction loop: :func:`evaluate` and
+    :class:`longtail.callbacks.PerClassMetrics` both go through it.
+
+    Args:
+        model: A Keras model (``predict_on_batch`` is used) or a callable
+            ``model(x, training=False)``.
+        batches: An iterable of batches; ``y`` sparse, one-hot or soft.
+        steps: Stop after this many batches (default: all).
+        name: The argument the batches came from, for error messages.
+        error: The error class raised for a batch of the wrong form.
+
+    Returns:
+        ``(y_true, outputs)``: int64 class indices ``(n,)`` and float64
+        outputs ``(n, units)``; both empty when no batch came.
+    """
     predict = getattr(model, "predict_on_batch", None)
     ys, outs = [], []
     for step, batch in enumerate(batches):
         if steps is not None and step >= steps:
             break
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-            raise DataError(
-                "each batch of `data` must be a tuple (x, y) or (x, y, w); "
-                f"got {type(batch).__name__}"
-            )
+            raise error(f"`{name}` must yield (x, y) or (x, y, sample_weight) batches; "
+                        f"got {type(batch).__name__}")
         x, y = batch[0], batch[1]
         out = predict(x) if predict is not None else model(x, training=False)
         if isinstance(out, (list, tuple, Mapping)):
@@ -144,8 +160,16 @@ def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, n
         ys.append(_labels_of(y))
         outs.append(_to_numpy(out).astype(np.float64).reshape(len(ys[-1]), -1))
     if not ys:
-        raise DataError("`data` yielded no batches: there is nothing to evaluate")
+        return np.zeros(0, np.int64), np.zeros((0, 0))
     return np.concatenate(ys), np.concatenate(outs)
+
+
+def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the model batch by batch; returns (y_true, raw outputs)."""
+    y_true, outputs = predict_batches(model, batches, steps)
+    if not len(y_true):
+        raise DataError("`data` yielded no batches: there is nothing to evaluate")
+    return y_true, outputs
 
 
 def _drop_unreadable(batches, y_true, scores, steps):

@@ -22,7 +22,7 @@ from _loss_backend_values import (
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
 from longtail import callbacks, losses
-from longtail.errors import ConfigError
+from longtail.errors import ConfigError, DataError
 
 
 def np_effective_weights(counts, beta):
@@ -230,6 +230,33 @@ def test_per_class_metrics_over_a_py_dataset():
     logs = {}
     metrics.on_epoch_end(0, logs)
     assert logs == pytest.approx(want, rel=1e-12)
+
+
+def test_per_class_metrics_and_evaluate_share_one_prediction_loop():
+    from longtail.evaluation import evaluate, predict_batches
+
+    model = fixed_model()
+    x, y = val_data()
+    batches = [(x[i:i + 16], np.eye(K)[y[i:i + 16]]) for i in range(0, len(y), 16)]
+    y_true, outputs = predict_batches(model, batches, steps=3)
+    np.testing.assert_array_equal(y_true, y[:48])
+    np.testing.assert_allclose(outputs, model.predict(x[:48], verbose=0), rtol=1e-6)
+    metrics = callbacks.PerClassMetrics(batches, steps=3)
+    metrics.set_model(model)
+    got_true, got_pred, k = metrics.predict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluate(model, batches, steps=3, bootstrap=False)
+    np.testing.assert_array_equal(got_true, report.y_true)
+    np.testing.assert_array_equal(got_pred, report.y_score.argmax(axis=1))
+    assert k == K and len(got_pred) == 48
+    # One message for a batch of the wrong form; each caller keeps its error class.
+    bad = callbacks.PerClassMetrics([[x]])
+    bad.set_model(model)
+    with pytest.raises(ConfigError, match=r"`validation_data` must yield \(x, y\) or"):
+        bad.predict()
+    with pytest.raises(DataError, match=r"`data` must yield \(x, y\) or"):
+        evaluate(model, [[x]])
 
 
 def test_per_class_metrics_bad_inputs():
