@@ -317,6 +317,10 @@ class Loader(DataAdapter):
         ds = grain.MapDataset.range(start, self._num_batches).map(
             lambda b: self._make_batch(epoch, b))
         threads = self.num_workers if self.prefetch else 0
+        if threads and self.source.is_image:
+            from longtail.decode import opencv_on_calling_thread
+
+            opencv_on_calling_thread()
         return iter(ds.to_iter_dataset(grain.ReadOptions(
             num_threads=threads, prefetch_buffer_size=self.prefetch if threads else 0)))
 

@@ -62,7 +62,7 @@ def collect_inputs(inputs: Sequence[str], extensions=None,
 
 def _batches(paths, options, batch_size, workers) -> Iterator[tuple[list, np.ndarray, list]]:
     """Yields (paths, decoded stack or None, errors) per batch, decoding ahead."""
-    from longtail.decode import read_image
+    from longtail.decode import opencv_on_calling_thread, read_image
 
     def load(path):
         try:
@@ -70,6 +70,7 @@ def _batches(paths, options, batch_size, workers) -> Iterator[tuple[list, np.nda
         except DecodeError as e:
             return None, e.reason
 
+    opencv_on_calling_thread()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
         pending = [pool.map(load, chunk) for chunk in chunks[:2]]

@@ -40,7 +40,7 @@ from longtail.cache import layout
 from longtail.cache.combine import combine
 from longtail.cache.layout import CacheOptions
 from longtail.dataset import Dataset, fingerprint
-from longtail.decode import DecodeOptions, decode_image, read_file
+from longtail.decode import DecodeOptions, decode_image, opencv_on_calling_thread, read_file
 from longtail.errors import ConfigError, DataError, DecodeError
 from longtail.sources import FileSource
 
@@ -357,6 +357,7 @@ def _build(data, root, options, index, parts, workers, decode_options, data_opti
     mine = list(range(index, num_shards, parts))
     _clean_temporaries(root, set(mine), parts)
 
+    opencv_on_calling_thread()  # the pool's threads decode in parallel already
     with ThreadPoolExecutor(workers) as pool:
         records = dict(zip(mine, pool.map(lambda s: _record_ok(root, s, options.format),
                                           mine)))
