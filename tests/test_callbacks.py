@@ -16,7 +16,7 @@ from _loss_backend_values import (
     DRW_START,
     K,
     make_drw_data,
-    run_all_backends,
+    result_of,
     start_backends,
 )
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
@@ -290,19 +290,9 @@ def test_per_class_metrics_bad_inputs():
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def backend_results():
-    return run_all_backends()
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_drw_changes_the_compiled_loss_at_start_epoch(backend_results, backend):
-    if backend not in backend_results:
-        pytest.skip(f"backend {backend} is not installed")
-    result = backend_results[backend]
-    if isinstance(result, str):
-        pytest.fail(f"the {backend} subprocess failed: {result}")
-    drw = result["drw"]
+def test_drw_changes_the_compiled_loss_at_start_epoch(backend):
+    drw = result_of(backend)["drw"]
     _, y = make_drw_data()
     weights = np_effective_weights(COUNTS, DRW_BETA)
     plain = np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, DRW_LOSS["scale"], np.ones(K))

@@ -43,3 +43,14 @@ def test_star_import_works_without_torch():
         "assert 'torch' in dir(longtail)\n"
         "print('ok')\n")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_a_missing_backend_skips_its_script_tests():
+    import pytest
+    from _backends import require_backend, run_script, start_script
+
+    assert start_script("_layers_backend.py", "no_such_backend") is None
+    for check in (lambda: require_backend("no_such_backend"),
+                  lambda: run_script("_layers_backend.py", "no_such_backend")):
+        with pytest.raises(pytest.skip.Exception, match="backend no_such_backend is not installed"):
+            check()
