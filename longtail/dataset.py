@@ -440,15 +440,11 @@ class Dataset:
         ``image_size`` takes ``64``, ``"64x48"`` or ``(64, 48)`` (height
         first), as ``train`` and ``--image-size`` do.
         """
+        options = dict(locals())  # every argument, by the names make_loader takes
+        del options["self"]
         from longtail.loader import make_loader
 
-        return make_loader(self, batch_size=batch_size, image_size=image_size,
-                           sampling=sampling, class_weight=class_weight,
-                           label_mode=label_mode, seed=seed, shard=shard,
-                           num_workers=num_workers, prefetch=prefetch, on_error=on_error,
-                           color_mode=color_mode, resize=resize, dtype=dtype,
-                           epoch_length=epoch_length, drop_remainder=drop_remainder,
-                           max_pixels=max_pixels)
+        return make_loader(self, **options)
 
     def describe(self) -> dict:
         """What ``longtail stats`` prints: counts, shares and class weights per class.

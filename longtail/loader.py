@@ -113,13 +113,7 @@ def make_loader(dataset, batch_size: int, image_size=None, sampling="shuffle",
         ...                      sampling="balanced")  # doctest: +SKIP
         >>> model.fit(loader, epochs=10)                # doctest: +SKIP
     """
-    return Loader(dataset, batch_size=batch_size, image_size=image_size,
-                  sampling=sampling, class_weight=class_weight,
-                  label_mode=label_mode, seed=seed, shard=shard,
-                  num_workers=num_workers, prefetch=prefetch, on_error=on_error,
-                  color_mode=color_mode, resize=resize, dtype=dtype,
-                  epoch_length=epoch_length, drop_remainder=drop_remainder,
-                  max_pixels=max_pixels)
+    return Loader(**locals())  # every argument, by the names Loader takes
 
 
 class Loader(DataAdapter):
