@@ -51,7 +51,7 @@ def effective_number_weights(counts, beta: float = 0.999) -> np.ndarray:
 
     Example:
         >>> effective_number_weights([3, 1, 0], beta=0.5).round(4).tolist()
-        [0.6364, 1.3636, 0.0]
+        [0.7273, 1.2727, 0.0]
     """
     counts = np.asarray(counts, dtype=np.float64)
     if not 0.0 <= beta < 1.0:
