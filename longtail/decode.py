@@ -49,7 +49,6 @@ _ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[:
 # (Files whose pixels fail raise DecodeError and are reported as such.) The
 # warnings are hidden while Pillow decodes (see _quiet_metadata), not by a
 # filter that importing longtail would install.
-_METADATA_LOCK = threading.Lock()
 
 
 def opencv_on_calling_thread() -> None:
@@ -66,6 +65,7 @@ def opencv_on_calling_thread() -> None:
 
 
 _METADATA_FILTER = ("ignore", None, UserWarning, re.compile(r"PIL\.TiffImagePlugin"), 0)
+_METADATA_LOCK = threading.Lock()
 _quiet_decodes = 0
 
 
