@@ -138,21 +138,18 @@ def test_lite0_without_top_gives_the_pooled_features_of_the_full_model(lite0_wei
 
 # --- the registry ------------------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(BACKBONE_NAMES))
-def test_every_backbone_builds_a_classifier_with_a_frozen_backbone(name):
-    import keras
+# The smallest member of each family runs images through the model (a JAX compile of
+# the whole network each time); its larger siblings share the family's code path and
+# are checked for what differs by entry: the constructor, the block pattern, the head.
+FAMILY_HEADS = ["convnext-tiny", "efficientnet-b0", "efficientnet-lite0", "efficientnet-v2-b0",
+                "mobilenet-v3-small", "resnet50"]
 
-    from longtail.backbones import build_classifier, set_trainable_blocks
 
-    model, record = build_classifier(name, (32, 32, 3), 3, weights="none", output_bias=[0, 1, 2])
-    assert record == {"backbone": name, "weights": "none"}
-    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
-    logits = np.asarray(model.predict(images, verbose=0))
-    assert logits.shape == (2, 3) and np.isfinite(logits).all()
+def _check_trainable_stages(model, backbone, name):
+    from longtail.backbones import set_trainable_blocks
+
     # head: only the new Dense trains.
     assert [v.path for v in model.trainable_variables] == ["logits/kernel", "logits/bias"]
-    backbone = model.get_layer("backbone")
     # top:1 opens some backbone weights but not all; all opens every one.
     top1 = set_trainable_blocks(backbone, name, "top:1")
     trainable = len(model.trainable_variables)
@@ -160,7 +157,47 @@ def test_every_backbone_builds_a_classifier_with_a_frozen_backbone(name):
     everything = set_trainable_blocks(backbone, name, "all")
     assert everything > top1
     assert len(model.trainable_variables) > trainable
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY_HEADS)
+def test_every_backbone_family_builds_a_classifier_with_a_frozen_backbone(name):
+    import keras
+
+    from longtail.backbones import build_classifier
+
+    model, record = build_classifier(name, (32, 32, 3), 3, weights="none", output_bias=[0, 1, 2])
+    assert record == {"backbone": name, "weights": "none"}
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    logits = np.asarray(model.predict(images, verbose=0))
+    assert logits.shape == (2, 3) and np.isfinite(logits).all()
+    np.testing.assert_allclose(np.asarray(model.get_layer("logits").bias), [0, 1, 2])
+    _check_trainable_stages(model, model.get_layer("backbone"), name)
     assert keras.ops.convert_to_numpy(model(images, training=True)).shape == (2, 3)
+
+
+def test_every_other_backbone_is_a_keras_application_of_a_tested_family():
+    """Building one takes 10-30 CPU-s; its family's smallest member is built above, and
+    keras.applications builds the siblings with the same function and layer names."""
+    import keras
+
+    from longtail.backbones import BACKBONES
+
+    for name in sorted(set(BACKBONES) - set(FAMILY_HEADS)):
+        entry = BACKBONES[name]
+        assert callable(getattr(keras.applications, entry.constructor)), name
+        head = [n for n in FAMILY_HEADS if (BACKBONES[n].blocks, BACKBONES[n].preprocessing)
+                == (entry.blocks, entry.preprocessing)]
+        assert len(head) == 1, name
+        assert entry.weights_file.endswith(".h5") and entry.size >= 224, name
+
+
+def test_family_heads_cover_every_family():
+    """A family is what decides the code path: the block pattern and the preprocessing."""
+    from longtail.backbones import BACKBONES
+
+    families = {(b.blocks, b.preprocessing) for b in BACKBONES.values()}
+    assert {(BACKBONES[n].blocks, BACKBONES[n].preprocessing) for n in FAMILY_HEADS} == families
 
 
 def test_resnet50_preprocessing_inside_the_model_matches_keras_preprocess_input():
