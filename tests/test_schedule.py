@@ -21,6 +21,7 @@ def test_budget_follows_the_stated_rule():
         assert plan.steps == steps
         assert plan.epochs == min(max(math.ceil(steps / spe), 1), 500)
         assert plan.patience == min(max(plan.epochs // 10, 5), 30)
+        assert plan.warmup == math.ceil(plan.epochs / 4)  # early stopping counts after it
 
 
 def test_small_data_gets_more_epochs_and_large_data_more_steps():
@@ -63,7 +64,10 @@ def test_auto_ends_on_the_best_epoch_and_says_why(tmp_path, monkeypatch):
     scores = result.history["val_balanced_accuracy"]
     training = result.metrics["training"]
     assert training["epochs_run"] == len(scores) <= plan["epochs"]
-    best = int(np.argmax(scores))
+    # The best epoch after the warm-up (early stopping does not count before it).
+    warmup = result.config["options"]["early_stopping_start"]
+    assert warmup == plan["warmup"] == math.ceil(plan["epochs"] / 4)
+    best = warmup + int(np.argmax(scores[warmup:]))
     assert training["best_epoch"] == best + 1
     # The model that comes back (and model.keras) is the best epoch's: its
     # validation balanced accuracy is the best one in the history.

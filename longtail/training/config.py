@@ -38,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     early_stopping: int | None = None
+    early_stopping_start: int = 0  # epochs before early stopping counts (epochs auto: 1/4)
     tau: float = 1.0
     gamma: float = 2.0
     beta: float = 0.999
@@ -63,6 +64,8 @@ class TrainConfig:
             "weight_decay": v.number("weight_decay", self.weight_decay, min=0),
             "early_stopping": v.integer("early_stopping", self.early_stopping, min=1,
                                         allow_none=True),
+            "early_stopping_start": v.integer("early_stopping_start",
+                                              self.early_stopping_start, min=0),
             "tau": v.number("tau", self.tau),
             "gamma": v.number("gamma", self.gamma, min=0),
             "beta": v.fraction("beta", self.beta),
