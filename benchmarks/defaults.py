@@ -1,7 +1,7 @@
 """Which ``--balance`` should be the default: ``compare`` on four long-tailed sets.
 
 Run: ``python -m benchmarks.defaults [--seeds 0,1,2] [--strategies none,...]
-[--epochs auto] [--image-size 16] [--sets generated,digits-lt,table,tree-32]
+[--epochs auto] [--batch-size 64] [--image-size 16] [--sets generated,digits-lt,table,tree-32]
 [--root DIR] [--jobs 4]``
 
 Every set has a long-tailed training part, a small balanced validation part
@@ -115,11 +115,11 @@ def make_set(name: str, root: str, seed: int = 0) -> dict:
     raise ValueError(f"`set` must be one of {', '.join(SETS)}; got {name!r}")
 
 
-def measure(name, parts, out, strategies, seeds, epochs, image_size) -> dict:
+def measure(name, parts, out, strategies, seeds, epochs, image_size, batch_size) -> dict:
     """Runs ``compare`` on one set; returns ``{strategy: [test balanced accuracy per seed]}``."""
     import longtail as lt
 
-    options = {"epochs": epochs, "val": parts["val"]}
+    options = {"epochs": epochs, "val": parts["val"], "batch_size": batch_size}
     if name != "table":
         options["image_size"] = image_size
     summaries = lt.compare(parts["train"], strategies, out, test=parts["test"], seeds=seeds,
@@ -155,6 +155,7 @@ def main(argv=None) -> int:
     p.add_argument("--sets", default=",".join(SETS))
     p.add_argument("--epochs", default="auto")
     p.add_argument("--image-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--root", default=None, help="keep the sets and runs here")
     p.add_argument("--jobs", type=int, default=1,
                    help="above 1: every set in its own process, all at once")
@@ -172,7 +173,8 @@ def main(argv=None) -> int:
         children = [subprocess.Popen([sys.executable, "-m", "benchmarks.defaults", "--sets",
                                       name, "--seeds", args.seeds, "--strategies",
                                       args.strategies, "--epochs", args.epochs,
-                                      "--image-size", str(args.image_size), "--root", root])
+                                      "--image-size", str(args.image_size), "--batch-size",
+                                      str(args.batch_size), "--root", root])
                     for name in sets]
         if any(child.wait() for child in children):
             return 1
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
             parts = make_set(name, os.path.join(root, "data", name))
             t, cpu = time.perf_counter(), time.process_time()
             result = measure(name, parts, os.path.join(root, "runs", name), strategies,
-                             seeds, epochs, args.image_size)
+                             seeds, epochs, args.image_size, args.batch_size)
             cpu_s = time.process_time() - cpu
             with open(found, "w") as f:
                 json.dump({"results": result, "cpu_seconds": cpu_s}, f)
@@ -194,7 +196,8 @@ def main(argv=None) -> int:
         for strategy, values in results[name].items():
             print(f"  {name} {strategy}: " + ", ".join(f"{v:.3f}" for v in values), flush=True)
     print(f"\nTest balanced accuracy, seeds {args.seeds}, epochs {args.epochs}, image size "
-          f"{args.image_size} (mean \u00b1 sd over seeds, worst seed); "
+          f"{args.image_size}, batch size {args.batch_size} (mean \u00b1 sd over seeds, "
+          "worst seed); "
           f"{cpu_total:.0f} CPU-s, "
           f"{time.perf_counter() - started:.0f} s wall, load average "
           f"{os.getloadavg()[0]:.1f}\n")

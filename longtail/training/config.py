@@ -9,6 +9,7 @@ import numpy as np
 from longtail import _validation as v
 from longtail.errors import ConfigError
 from longtail.options import channels_of, parse_image_size
+from longtail.strategies import DEFAULT_BALANCE
 
 __all__ = ["TrainConfig", "TrainResult", "parse_image_size"]
 
@@ -20,7 +21,7 @@ class TrainConfig:
     See :func:`train` for the meaning of each field.
     """
 
-    balance: str = "none"
+    balance: str = DEFAULT_BALANCE
     epochs: int | str = "auto"
     batch_size: int = 64
     image_size: tuple[int, int] | None = (64, 64)
