@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 SETS = ("generated", "digits-lt", "table", "tree-32")
 # balanced-softmax is left out: with the log-prior bias it is logit-adjust at tau 1
 # (the same objective; compare says so), so it would only repeat a row.
-STRATEGIES = ("none", "class-weight", "resample", "logit-adjust")
+STRATEGIES = ("none", "logit-adjust", "class-weight", "resample")
 
 
 def _colour_images(root, parts: dict[str, list[int]], size: int, seed: int) -> dict:
