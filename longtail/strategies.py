@@ -220,7 +220,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
 
 #: ``--balance`` when none is given (CLI and library): chosen by measurement,
 #: ``python -m benchmarks.defaults`` (docs/guide.md, "The default --balance").
-DEFAULT_BALANCE = "none"
+DEFAULT_BALANCE = "logit-adjust"
 
 
 def same_objective_pairs(names, params: Mapping) -> list[dict]:
