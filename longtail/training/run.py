@@ -101,7 +101,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             :class:`longtail.distribute.Cluster` or a dict with
             ``coordinator``, ``num_processes``, ``process_id``; unset fields
             come from the environment (see :mod:`longtail.distribute`).
-        **options: :class:`TrainConfig` fields: ``balance`` (none,
+        **options: :class:`TrainConfig` fields: ``balance``
+            (default logit-adjust, chosen by measurement, docs/guide.md; none,
             class-weight, effective-weight, resample, sqrt-resample, focal,
             logit-adjust, balanced-softmax, ldam-drw), ``epochs``,
             ``batch_size``, ``image_size`` (N, "HxW" or a pair), ``color_mode``
