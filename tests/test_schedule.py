@@ -39,6 +39,9 @@ def test_config_accepts_auto_and_refuses_nonsense():
             TrainConfig(epochs=bad)
     with pytest.raises(ConfigError, match="drw_epoch"):
         TrainConfig(epochs=5, drw_epoch=5, balance="ldam-drw")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="^`early_stopping_start` must be "):
+            TrainConfig(early_stopping_start=bad)
 
 
 def _table(path, n=120, seed=0):
