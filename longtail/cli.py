@@ -602,7 +602,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from longtail.strategies import STRATEGIES
+    from longtail.strategies import DEFAULT_BALANCE, STRATEGIES
 
     parser = _Parser(prog="longtail", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -626,8 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a classifier with a balancing strategy")
     _add_train_options(p)
-    p.add_argument("--balance", default="none", metavar="STRATEGY",
-                   help=", ".join(STRATEGIES) + " (each described below)")
+    p.add_argument("--balance", default=DEFAULT_BALANCE, metavar="STRATEGY",
+                   help=", ".join(STRATEGIES) + " (each described below; default: "
+                        "%(default)s, chosen by measurement: docs/guide.md)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--distribute", action="store_true",

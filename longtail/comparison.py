@@ -19,7 +19,7 @@ from typing import Sequence
 from longtail import runs
 from longtail.errors import ConfigError
 
-__all__ = ["compare", "summary_markdown"]
+__all__ = ["compare", "summary_markdown", "comparison_verdict"]
 
 _COLUMNS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
             ("macro_f1", "macro F1"), ("few_shot_accuracy", "few-shot accuracy"))
@@ -66,11 +66,14 @@ def _interval_table(summaries: Sequence[dict]) -> list[str]:
              "| difference from baseline | macro F1 | few-shot accuracy |", "|---" * 6 + "|"]
     for s in summaries:
         iv, diff = s["intervals"], s.get("difference")
+        name = s["strategy"] + (f" (= {s['same_objective_as']})" if s.get("same_objective_as")
+                                else "")
         spread = "one seed" if "seed_mean" not in s else (
             f"{s['seed_mean']['balanced_accuracy']:.4f} \u00b1 "
             f"{s['seed_std']['balanced_accuracy']:.4f} ({len(s['seeds'])} seeds)")
-        lines.append(f"| {s['strategy']} | {_span(iv['balanced_accuracy'])} | {spread} | "
+        lines.append(f"| {name} | {_span(iv['balanced_accuracy'])} | {spread} | "
                      + ("baseline" if diff is None else _span(diff['balanced_accuracy'], '+'))
+                     + (" **harmful**" if s.get("harmful") else "")
                      + f" | {_span(iv['macro_f1'])} | {_span(iv.get('few_shot_accuracy'))} |")
     return lines
 
@@ -245,7 +248,8 @@ def _compare(data, strategies, out, test, verbose, config, options, *, seeds,
                                        **_headline(report.to_dict())}]
 
     evidence = _add_intervals(summaries, predictions, train_ds.class_counts.tolist(),
-                              shot_thresholds, **bootstrap)
+                              shot_thresholds, **bootstrap,
+                              params=config.strategy_params)
     evaluated_on = "test data " + str(test) if test is not None else "validation split"
     write_json(os.path.join(out, "summary.json"),
                {"evaluated_on": evaluated_on, "class_names": train_ds.class_names,
@@ -299,12 +303,52 @@ def _headline(metrics: dict) -> dict:
     return {key: metrics.get(key) for key, _ in _COLUMNS}
 
 
+def comparison_verdict(intervals: dict, same_objective: Sequence[dict] = (),
+                       metric: str = "balanced_accuracy") -> dict:
+    """The verdict of a comparison, with harmful strategies and equal objectives named.
+
+    Args:
+        intervals: :func:`longtail.intervals.bootstrap_intervals`' result
+            (``baseline``, ``confidence``, ``differences``: strategy ->
+            metric -> ``{"estimate", "low", "high"}`` of strategy - baseline).
+        same_objective: :func:`longtail.strategies.same_objective_pairs`.
+        metric: The metric judged.
+
+    Returns:
+        ``{"text", "harmful", "same_objective"}``: ``text`` is
+        :func:`longtail.intervals.verdict`'s sentence, then one clause per
+        strategy worse than the baseline beyond its interval (the upper bound
+        of strategy - baseline below zero: *harmful* on this data), then one
+        per pair of strategies that train the same objective; ``harmful``
+        lists ``{"strategy", "estimate", "low", "high"}``.
+    """
+    from longtail.intervals import verdict
+
+    text = [verdict(intervals, metric)]
+    diffs = intervals.get("differences") or {}
+    base, label = intervals.get("baseline"), metric.replace("_", " ")
+    pct = f"{intervals.get('confidence', 0.95):.0%}"
+    harmful = sorted(({"strategy": n, **d[metric]} for n, d in diffs.items()
+                      if d is not None and d[metric]["high"] < 0),
+                     key=lambda h: h["estimate"])
+    for h in harmful:
+        text.append(f"harmful: {h['strategy']} is worse than {base} on {label} by "
+                    f"{h['estimate']:+.4f} ({pct} interval [{h['low']:+.4f}, "
+                    f"{h['high']:+.4f}]); do not use it on this data")
+    for pair in same_objective:
+        a, b = pair["strategies"]
+        text.append(f"same objective: {a} trains exactly what {b} does ({pair['why']}); "
+                    "their rows differ only by run-to-run noise, so count them as one")
+    return {"text": "; ".join(text), "harmful": harmful,
+            "same_objective": list(same_objective)}
+
+
 def _add_intervals(summaries, reports, train_counts, shot_thresholds, *, baseline, pairs,
-                   options) -> dict:
+                   options, params: dict | None = None) -> dict:
     """Adds bootstrap intervals and seed spreads to ``summaries``; returns the verdict."""
     import numpy as np
 
-    from longtail.intervals import METRICS, bootstrap_intervals, verdict
+    from longtail.intervals import METRICS, bootstrap_intervals
 
     first = next(iter(reports.values()))[0]
     y, k = first.y_true, len(first.class_names)
@@ -335,7 +379,18 @@ def _add_intervals(summaries, reports, train_counts, shot_thresholds, *, baselin
         requirements.append({"expression": f"{a}>{b}", "metric": "balanced_accuracy", **d,
                              "passed": d["low"] > 0})
     meta = {key: iv[key] for key in ("method", "resamples", "confidence", "seed", "baseline")}
-    return {"bootstrap": meta, "verdict": verdict(iv), "requirements": requirements}
+    from longtail.strategies import same_objective_pairs
+
+    judged = comparison_verdict(iv, same_objective_pairs([s["strategy"] for s in summaries],
+                                                         params or {}))
+    harmful = {h["strategy"] for h in judged["harmful"]}
+    same = {pair["strategies"][0]: pair["strategies"][1] for pair in judged["same_objective"]}
+    for s in summaries:
+        s["harmful"] = s["strategy"] in harmful
+        if s["strategy"] in same:
+            s["same_objective_as"] = same[s["strategy"]]
+    return {"bootstrap": meta, "verdict": judged["text"], "harmful": judged["harmful"],
+            "same_objective": judged["same_objective"], "requirements": requirements}
 
 
 def _train_seconds(history_csv: str) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 from longtail.errors import ConfigError
 
 __all__ = ["Strategy", "STRATEGIES", "resolve_strategy", "resolve_strategy_options",
-           "parse_strategy_option"]
+           "parse_strategy_option", "same_objective_pairs", "DEFAULT_BALANCE"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ class Strategy:
         second_stage: Runs after ``fit`` as ``(model, context, params) ->
             (info, history_rows)`` (see :class:`longtail.decoupled.StageContext`);
             ``info`` goes to ``config.json`` and ``metrics.json``.
+        same_objective: ``(other, conditions, why)`` triples: this strategy
+            trains the same objective as strategy ``other`` (same loss up to
+            a constant, same sampling, same initial bias) when the run's
+            strategy parameters equal ``conditions`` (e.g. ``{"tau": 1.0}``);
+            ``why`` says it in a few words. ``compare`` names such pairs
+            instead of showing two equal rows without comment.
     """
 
     name: str
@@ -61,6 +67,7 @@ class Strategy:
     callbacks: Callable[[np.ndarray, int, dict], list] | None = field(default=None, repr=False)
     params: Any = None
     second_stage: Callable | None = field(default=None, repr=False)
+    same_objective: tuple = ()
 
     def resolve_params(self, options: Mapping | None = None):
         """The parameter record, with ``options`` (field name -> value) replacing defaults.
@@ -192,11 +199,48 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("logit-adjust", "logit-adjusted loss, tau 1 (Menon et al. 2021)",
              loss=_logit_adjusted, bias="zero"),
     Strategy("balanced-softmax", "Balanced Softmax (Ren et al. 2020)",
-             loss=_balanced_softmax, bias="zero"),
+             loss=_balanced_softmax, bias="zero",
+             same_objective=(("logit-adjust", {"tau": 1.0},
+                              "cross-entropy of logits + log n_c is logit-adjust's logits + "
+                              "tau log(n_c / n) at tau 1, up to a constant that softmax "
+                              "cancels; both start from a zero bias"),)),
     Strategy("ldam-drw", "LDAM margins, class-balanced weights from 80% of the epochs "
              "(Cao et al. 2019)", loss=_ldam, bias="zero", callbacks=_drw),
     *_decoupled_entries(),
 )}
+
+
+#: ``--balance`` when none is given (CLI and library): chosen by measurement,
+#: ``python -m benchmarks.defaults`` (docs/guide.md, "The default --balance").
+DEFAULT_BALANCE = "logit-adjust"
+
+
+def same_objective_pairs(names, params: Mapping) -> list[dict]:
+    """Pairs among ``names`` that train the same objective under ``params``.
+
+    Args:
+        names: ``--balance`` names, as compared.
+        params: The run's strategy parameters (``TrainConfig.strategy_params``:
+            ``tau``, ``gamma``, ``beta``, ``drw_epoch``).
+
+    Returns:
+        ``[{"strategies": [a, b], "why": text}]``, one per pair that a
+        registry entry declares (see :attr:`Strategy.same_objective`) and
+        whose conditions ``params`` meet.
+
+    Example:
+        >>> same_objective_pairs(["logit-adjust", "balanced-softmax"], {"tau": 1.0})[0][
+        ...     "strategies"]
+        ['balanced-softmax', 'logit-adjust']
+    """
+    pairs = []
+    for name in names:
+        for other, conditions, why in resolve_strategy(name).same_objective:
+            if other in names and all(
+                    params.get(k) is not None and float(params[k]) == float(v)
+                    for k, v in conditions.items()):
+                pairs.append({"strategies": [name, other], "why": why})
+    return pairs
 
 
 def resolve_strategy(name: str | Strategy) -> Strategy:

@@ -91,3 +91,70 @@ def test_bad_evidence_options_exit_2_before_training(data, tmp_path, capsys, ext
     assert rc == 2
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def _synthetic(seed=0, n=2000, k=5):
+    """Predictions of a baseline, a better, a same-as-baseline and a harmful strategy."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    noisy = lambda acc: np.where(rng.random(n) < acc, y, rng.integers(0, k, n))  # noqa: E731
+    return y, {"none": noisy(0.7), "good": noisy(0.85), "hurts": noisy(0.45)}
+
+
+def test_verdict_names_a_strategy_worse_than_the_baseline_as_harmful():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from longtail.comparison import comparison_verdict
+    from longtail.intervals import BootstrapOptions, bootstrap_intervals
+
+    y, preds = _synthetic()
+    preds["same"] = preds["none"].copy()
+    iv = bootstrap_intervals(y, preds, 5, baseline="none",
+                             options=BootstrapOptions(resamples=300))
+    judged = comparison_verdict(iv)
+    assert [h["strategy"] for h in judged["harmful"]] == ["hurts"]
+    h = judged["harmful"][0]
+    assert h["estimate"] == pytest.approx(balanced_accuracy_score(y, preds["hurts"])
+                                          - balanced_accuracy_score(y, preds["none"]))
+    assert h["low"] <= h["estimate"] <= h["high"] < 0
+    assert judged["text"].startswith("verdict: good beats none")
+    assert "harmful: hurts is worse than none on balanced accuracy by -0." in judged["text"]
+    assert "good" not in {x["strategy"] for x in judged["harmful"]}
+    assert "same" not in judged["text"].split("harmful")[1]  # noise is not harm
+
+    # a strategy within noise of the baseline is not harmful, however low its estimate
+    rng = np.random.default_rng(3)
+    slight = np.where(rng.random(y.size) < 0.02, (y + 1) % 5, preds["none"])
+    iv = bootstrap_intervals(y, {"none": preds["none"], "slight": slight}, 5, baseline="none",
+                             options=BootstrapOptions(resamples=300))
+    d = iv["differences"]["slight"]["balanced_accuracy"]
+    assert (comparison_verdict(iv)["harmful"] != []) == (d["high"] < 0)
+
+
+def test_verdict_says_when_two_strategies_are_one_objective():
+    from longtail.comparison import comparison_verdict, summary_markdown
+    from longtail.intervals import BootstrapOptions, bootstrap_intervals
+    from longtail.strategies import same_objective_pairs
+
+    y, preds = _synthetic(1)
+    preds = {"none": preds["none"], "logit-adjust": preds["good"],
+             "balanced-softmax": preds["good"].copy()}
+    iv = bootstrap_intervals(y, preds, 5, baseline="none",
+                             options=BootstrapOptions(resamples=300))
+    pairs = same_objective_pairs(list(preds), {"tau": 1.0})
+    judged = comparison_verdict(iv, pairs)
+    assert judged["same_objective"] == pairs
+    assert ("same objective: balanced-softmax trains exactly what logit-adjust does"
+            in judged["text"])
+    assert comparison_verdict(iv, same_objective_pairs(list(preds), {"tau": 2.0}))[
+        "same_objective"] == []
+    # the Markdown table marks the rows
+    rows = [{"strategy": n, "metrics": {}, "train_seconds": 0.0, "confidence": 0.95,
+             "intervals": {m: iv["metrics"][n][m] for m in ("balanced_accuracy", "macro_f1")},
+             "difference": (None if n == "none" else iv["differences"][n]),
+             "harmful": False} for n in preds]
+    rows[2]["same_objective_as"] = "logit-adjust"
+    rows[1]["harmful"] = True  # as _add_intervals sets it
+    md = summary_markdown(rows, "validation split", judged["text"])
+    assert "| balanced-softmax (= logit-adjust) |" in md
+    assert md.count("**harmful**") == 1

@@ -70,3 +70,39 @@ def test_parse_strategy_option():
     for bad in ("crt=1", "crt.stage2_share", "crt.nope=1", "crt.stage2_share=2"):
         with pytest.raises(ValueError):
             parse_strategy_option(bad)
+
+
+DECLARED = [(name, other, conditions) for name, s in sorted(STRATEGIES.items())
+            for other, conditions, _ in s.same_objective]
+
+
+def test_balanced_softmax_declares_logit_adjust_at_tau_1():
+    assert ("balanced-softmax", "logit-adjust", {"tau": 1.0}) in DECLARED
+    from longtail.strategies import same_objective_pairs
+
+    names = ["none", "logit-adjust", "balanced-softmax"]
+    pairs = same_objective_pairs(names, {"tau": 1.0, "gamma": 2.0})
+    assert [p["strategies"] for p in pairs] == [["balanced-softmax", "logit-adjust"]]
+    assert same_objective_pairs(names, {"tau": 0.5}) == []  # another tau: another objective
+    assert same_objective_pairs(["balanced-softmax", "none"], {"tau": 1.0}) == []
+
+
+@pytest.mark.parametrize("name,other,conditions", DECLARED)
+def test_a_declared_same_objective_is_the_same_loss_sampling_and_bias(name, other, conditions):
+    # Checked, not trusted: the two losses agree on random logits and labels,
+    # and the strategies sample, weight and start alike.
+    a, b = STRATEGIES[name], STRATEGIES[other]
+    counts = np.array([300, 90, 30, 8, 2])
+    params = {"tau": 1.0, "gamma": 2.0, "beta": 0.999, "drw_epoch": None, **conditions}
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (64, 5)).astype("float32")
+    labels = rng.integers(0, 5, 64)
+    la, lb = a.loss(counts, params), b.loss(counts, params)
+    np.testing.assert_allclose(np.asarray(la(labels, logits)), np.asarray(lb(labels, logits)),
+                               rtol=1e-5)
+    assert (a.sampling, a.class_weight) == (b.sampling, b.class_weight)
+    np.testing.assert_array_equal(a.output_bias(counts, params), b.output_bias(counts, params))
+    # and at another tau the objectives differ (the condition is needed)
+    if "tau" in conditions:
+        lc = b.loss(counts, {**params, "tau": conditions["tau"] / 2})
+        assert abs(float(la(labels, logits)) - float(lc(labels, logits))) > 1e-3

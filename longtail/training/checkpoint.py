@@ -60,8 +60,12 @@ def set_rng_states(model, states: list, path: str) -> None:
         variable.assign(np.asarray(state, dtype=variable.dtype))
 
 
-def early_stopping(patience: int, saved: dict | None = None, best_weights=None):
+def early_stopping(patience: int, saved: dict | None = None, best_weights=None, start: int = 0):
     """EarlyStopping on validation balanced accuracy that carries on after a resume.
+
+    It counts from epoch index ``start`` (Keras' ``start_from_epoch``): the
+    epochs before are a warm-up whose scores neither stop the run nor are kept
+    as the best.
 
     ``saved`` (from ``state.json``) and ``best_weights`` restore its patience
     count, best value and best weights, which a fresh callback would forget.
@@ -76,7 +80,8 @@ def early_stopping(patience: int, saved: dict | None = None, best_weights=None):
                 self.best_epoch, self.best_weights = saved["best_epoch"], best_weights
 
     return ResumableEarlyStopping(monitor="val_balanced_accuracy", mode="max",
-                                  patience=patience, restore_best_weights=True)
+                                  patience=patience, restore_best_weights=True,
+                                  start_from_epoch=start)
 
 
 def stop_on_divergence(learning_rate: float):

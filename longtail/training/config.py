@@ -9,6 +9,7 @@ import numpy as np
 from longtail import _validation as v
 from longtail.errors import ConfigError
 from longtail.options import channels_of, parse_image_size
+from longtail.strategies import DEFAULT_BALANCE
 
 __all__ = ["TrainConfig", "TrainResult", "parse_image_size"]
 
@@ -20,7 +21,7 @@ class TrainConfig:
     See :func:`train` for the meaning of each field.
     """
 
-    balance: str = "none"
+    balance: str = DEFAULT_BALANCE
     epochs: int | str = "auto"
     batch_size: int = 64
     image_size: tuple[int, int] | None = (64, 64)
@@ -38,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     early_stopping: int | None = None
+    early_stopping_start: int = 0  # epochs before early stopping counts (epochs auto: 1/4)
     tau: float = 1.0
     gamma: float = 2.0
     beta: float = 0.999
@@ -63,6 +65,8 @@ class TrainConfig:
             "weight_decay": v.number("weight_decay", self.weight_decay, min=0),
             "early_stopping": v.integer("early_stopping", self.early_stopping, min=1,
                                         allow_none=True),
+            "early_stopping_start": v.integer("early_stopping_start",
+                                              self.early_stopping_start, min=0),
             "tau": v.number("tau", self.tau),
             "gamma": v.number("gamma", self.gamma, min=0),
             "beta": v.fraction("beta", self.beta),

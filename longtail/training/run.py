@@ -104,7 +104,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             :class:`longtail.distribute.Cluster` or a dict with
             ``coordinator``, ``num_processes``, ``process_id``; unset fields
             come from the environment (see :mod:`longtail.distribute`).
-        **options: :class:`TrainConfig` fields: ``balance`` (none,
+        **options: :class:`TrainConfig` fields: ``balance``
+            (default logit-adjust, chosen by measurement, docs/guide.md; none,
             class-weight, effective-weight, resample, sqrt-resample, focal,
             logit-adjust, balanced-softmax, ldam-drw), ``epochs``,
             ``batch_size``, ``image_size`` (N, "HxW" or a pair), ``color_mode``
@@ -197,7 +198,7 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     if config.early_stopping:
         early = ckpt.early_stopping(config.early_stopping,
                                     state.get("early_stopping") if state else None,
-                                    best_weights)
+                                    best_weights, start=config.early_stopping_start)
     extra_callbacks = list(callbacks or [])
     callbacks = _callbacks(config, out, strategy, train_ds, val_loader, placement, early,
                            history_rows) + extra_callbacks
@@ -290,8 +291,10 @@ def _plan_epochs(config: TrainConfig, train_ds, steps_per_epoch: int, verbose):
     if verbose != 0:
         print(f"longtail: epochs auto: {plan.epochs} epochs of {steps_per_epoch} steps "
               f"({len(train_ds)} training samples), early stopping after {plan.patience} "
-              "epochs without a better validation balanced accuracy")
-    return dataclasses.replace(config, epochs=plan.epochs, early_stopping=plan.patience), plan
+              "epochs without a better validation balanced accuracy, counted after a "
+              f"warm-up of {plan.warmup} epochs")
+    return dataclasses.replace(config, epochs=plan.epochs, early_stopping=plan.patience,
+                               early_stopping_start=plan.warmup), plan
 
 
 def _stop_summary(config: TrainConfig, history) -> dict:
@@ -301,8 +304,10 @@ def _stop_summary(config: TrainConfig, history) -> dict:
     scores = history.get("val_balanced_accuracy", [])
     ran = len(scores) or len(history.get("loss", []))
     summary = {"epochs_planned": config.epochs, "epochs_run": ran}
+    start = min(config.early_stopping_start, max(len(scores) - 1, 0))
     if config.early_stopping and scores:
-        best = int(np.argmax(scores))  # the first best, as EarlyStopping keeps it
+        # the first best after the warm-up, as EarlyStopping keeps it
+        best = start + int(np.argmax(scores[start:]))
         summary.update(best_epoch=best + 1, best_val_balanced_accuracy=float(scores[best]))
         if ran < config.epochs:
             summary["stopped"] = (f"early stopping: no better validation balanced accuracy "
