@@ -125,10 +125,16 @@ def _labels_of(y) -> np.ndarray:
     return y.reshape(-1).astype(np.int64)
 
 
-def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _collect(model, batches: Iterable, steps: int | None,
+             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Runs the model batch by batch; returns (y_true, raw outputs)."""
+    from longtail._progress import progress_bar
+
     predict = getattr(model, "predict_on_batch", None)
     ys, outs = [], []
+    total = len(batches) if hasattr(batches, "__len__") else None
+    total = total if steps is None or total is None else min(total, steps)
+    bar = progress_bar(total=total, desc="evaluating", enabled=progress)
     for step, batch in enumerate(batches):
         if steps is not None and step >= steps:
             break
@@ -143,6 +149,8 @@ def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, n
             raise ConfigError("`model` must have a single output; got several")
         ys.append(_labels_of(y))
         outs.append(_to_numpy(out).astype(np.float64).reshape(len(ys[-1]), -1))
+        bar.update(1)
+    bar.close()
     if not ys:
         raise DataError("`data` yielded no batches: there is nothing to evaluate")
     return np.concatenate(ys), np.concatenate(outs)
@@ -217,6 +225,7 @@ def evaluate(
     shot_thresholds: tuple[int, int] = (100, 20),
     top_k: Sequence[int] = (5,),
     bootstrap=True,
+    progress: bool = False,
     **loader_kw,
 ) -> EvaluationReport:
     """Evaluates a classifier on data too large to hold in memory.
@@ -255,6 +264,8 @@ def evaluate(
             :class:`longtail.intervals.BootstrapOptions`, or ``False``: the
             class-stratified bootstrap intervals added as ``intervals`` (and
             per class as ``recall_interval`` and ``precision_interval``).
+        progress: Show a progress bar with an ETA on standard error (only
+            on a terminal, and only for more than one batch).
         **loader_kw: Further options of ``Dataset.loader`` (only with a
             ``Dataset``).
 
@@ -270,7 +281,7 @@ def evaluate(
         >>> report.save("run/")                                  # doctest: +SKIP
     """
     batches = _loader_of(model, data, batch_size, loader_kw)
-    y_true, scores = _collect(model, batches, steps)
+    y_true, scores = _collect(model, batches, steps, progress)
     y_true, scores, unreadable = _drop_unreadable(batches, y_true, scores, steps)
     if scores.shape[1] == 1:
         scores = _two_columns(scores)
