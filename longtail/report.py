@@ -221,17 +221,22 @@ def read_history(path) -> dict[str, np.ndarray]:
     return {c: np.array([number(r[c]) for r in rows]) for c in columns}
 
 
+def _history_panels(history) -> list[tuple[str, list[str]]]:
+    """The training-curve panels: losses, metrics, and seconds on their own axis
+    (an epoch's 16 s on the accuracy axis would flatten every 0-1 curve)."""
+    losses = [c for c in history if c.endswith("loss")]
+    times = [c for c in history if c.endswith("seconds") and c not in losses]
+    others = [c for c in history if c != "epoch" and c not in losses and c not in times
+              and c not in ("lr", "learning_rate")]
+    return [(title, p) for title, p in (("loss", losses), ("metrics", others),
+                                        ("time per epoch", times)) if p]
+
+
 def _plot_history(history: dict[str, np.ndarray]) -> bytes | None:
     if not history or len(history.get("epoch", [])) == 0:
         return None
     epoch = history["epoch"] + 1
-    losses = [c for c in history if c.endswith("loss")]
-    # Seconds are not on the scale of accuracies (0-1): drawn on their own panel.
-    times = [c for c in history if c.endswith("seconds") and c not in losses]
-    others = [c for c in history if c != "epoch" and c not in losses and c not in times
-              and c not in ("lr", "learning_rate")]
-    panels = [(title, p) for title, p in (("loss", losses), ("metrics", others),
-                                          ("time per epoch", times)) if p]
+    panels = _history_panels(history)
     if not panels:
         return None
     fig = Figure(figsize=(5.5 * len(panels), 4), dpi=100, layout="constrained")
