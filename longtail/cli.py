@@ -138,7 +138,22 @@ def cmd_stats(args) -> int:
     if empty:
         print(f"empty classes: {', '.join(empty)}")
     _print_columns(args, ds)
+    print("\nweight columns: the class weight each strategy gives (n samples, k classes, n_c "
+          "in class c); each is normalised differently:")
+    for name in strategies:
+        print(f"  {name:<10} {_WEIGHT_COLUMNS.get(name, '')}")
     return 0
+
+
+#: What each weight column of ``stats`` is, and how it is normalised.
+_WEIGHT_COLUMNS = {
+    "balanced": "n / (k * n_c), scikit-learn's 'balanced': the mean weight over the samples "
+                "is 1",
+    "inverse": "max(n_c) / n_c: the largest class weighs 1, the others more",
+    "sqrt": "sqrt(max(n_c) / n_c): the largest class weighs 1; milder than inverse",
+    "effective": "(1 - beta) / (1 - beta^n_c), beta 0.999 (Cui et al. 2019): the weights "
+                 "of the classes sum to k",
+}
 
 
 def _print_columns(args, ds) -> None:
@@ -816,6 +831,7 @@ _FLAGS = {
     "workers": "--workers", "top_k": "--top-k", "posthoc_tau": "--posthoc-tau",
     "strategies": "--strategies", "balance": "--balance", "quality": "--quality",
     "rows_per_shard": "--rows-per-shard", "model": "--model", "augment": "--augment",
+    "shot_thresholds": "--shot-thresholds",
 }
 
 

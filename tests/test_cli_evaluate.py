@@ -33,7 +33,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     data = _table(root / "train.csv", (150, 40, 12), seed=0)
     test = _table(root / "test.csv", (30, 30, 30), seed=1)
-    lt.train(data, str(root / "run"), epochs=3, verbose=0)
+    lt.train(data, str(root / "run"), epochs=3, verbose=0, shot_thresholds=(50, 5))
     return root, str(root / "run"), test
 
 
@@ -145,3 +145,13 @@ def test_predict_shows_a_progress_bar_unless_quiet(tmp_path, monkeypatch):
         assert len(text.splitlines()) == 11 and not failed
         assert ("predicting" in terminal.getvalue() and "/4 [" in terminal.getvalue()) \
             == progress
+
+
+def test_the_run_report_uses_the_runs_shot_thresholds(run):
+    root, run_dir, _ = run
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    counts = json.load(open(os.path.join(run_dir, "config.json")))["train_counts"]
+    assert metrics["shot_thresholds"] == [50, 5] and counts == [120, 32, 10]
+    assert [r["shot"] for r in metrics["per_class"]] == ["many", "medium", "medium"]
+    assert "many-shot accuracy (&gt; 50 training samples)" in open(
+        os.path.join(run_dir, "report.html")).read()
