@@ -873,6 +873,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
+    process = argv is None  # the process's own command line: the program ends after this
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     argv = [a for a in argv if a != "--debug"]
@@ -881,9 +882,20 @@ def main(argv=None) -> int:
         return _run(args, debug)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(args, debug)
+        code = _run(args, debug)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if process and code == 130:
+        # Ctrl-C: the run folder is consistent and unlocked, the line printed. Tearing
+        # down the backend and the loader's threads would take seconds more; Ctrl-C
+        # should stop at once.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe
+                pass
+        os._exit(code)
+    return code
 
 
 def _run(args, debug: bool) -> int:
