@@ -259,7 +259,7 @@ def cmd_train(args) -> int:
     result = train(args.data, args.out, resume=args.resume, cluster=cluster,
                    verbose=0 if args.quiet else "auto", **options)
     m = result.metrics
-    print(f"\n{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
+    print(f"{'' if args.quiet else chr(10)}{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
           f"balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
     if result.run_dir is not None:  # in a multi-process run, process 0 writes it
         print(f"run folder: {args.out} (report: {os.path.join(args.out, 'report.html')})")
