@@ -52,6 +52,7 @@ _LAZY = {
     "adjust_logits": ("longtail.posthoc", "adjust_logits"),
     "tune_tau": ("longtail.posthoc", "tune_tau"),
     "evaluate": ("longtail.evaluation", "evaluate"),
+    "evaluate_run": ("longtail.run_evaluation", "evaluate_run"),
     "train": ("longtail.training", "train"),
     "compare": ("longtail.comparison", "compare"),
     "sampling": ("longtail.sampling", None),

@@ -19,9 +19,28 @@ import warnings
 from longtail import _validation as v
 from longtail import runs
 from longtail.errors import DataError, LongtailError
-from longtail.options import COLOR_MODES, RESIZE_MODES, color_mode_of
+from longtail.options import COLOR_MODES, RESIZE_MODES
 
 __all__ = ["main", "build_parser"]
+
+_DESCRIPTION = """\
+longtail trains Keras classifiers on data that is class-imbalanced (long-tailed: a
+few classes hold most samples) and may be too large for memory: a folder with one
+sub-folder per class, a table of feature rows, or a manifest of image paths. It
+measures what each balancing strategy does per class, with intervals, and writes
+self-contained HTML reports."""
+
+_WORKFLOW = """\
+a first session:
+  longtail stats DATA                          how imbalanced is DATA?
+  longtail compare DATA --strategies none,logit-adjust --out cmp
+                                               what does balancing change?
+  longtail train DATA --balance logit-adjust --out run
+  longtail evaluate run TEST --out eval        per-class metrics on held-out data
+  longtail predict run images/ --out preds.csv
+  longtail demo                                all of it on a built-in data set
+
+longtail COMMAND --help describes each command's options and their defaults."""
 
 
 
@@ -32,18 +51,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"longtail: error: {message}\n")
 
 
-def _add_data_options(p: argparse.ArgumentParser, optional: bool = False) -> None:
+def _add_data_options(p: argparse.ArgumentParser, optional: bool = False,
+                      data_help: str = "") -> None:
     p.add_argument("data", metavar="DATA", nargs="?" if optional else None,
                    help="folder with one sub-folder per class, a .csv/.parquet table or "
-                        "manifest, or a cache folder")
-    p.add_argument("--label-column", default=None, help="table label column (default: label)")
-    p.add_argument("--path-column", default=None, help="table path column (default: path)")
-    p.add_argument("--weight-column", default=None, help="table per-row weight column")
+                        "manifest, or a cache folder" + data_help)
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="the table column holding the class labels (default: label)")
+    p.add_argument("--path-column", default=None, metavar="NAME",
+                   help="the table column holding image paths, relative to the table's "
+                        "folder; a table without it holds feature rows (default: path)")
+    p.add_argument("--weight-column", default=None, metavar="NAME",
+                   help="the table column holding a weight per row (default: none; a "
+                        "column named weight, sample_weight or w draws a warning)")
     p.add_argument("--follow-symlinks", action="store_true",
-                   help="follow symbolic links when indexing a folder")
+                   help="follow symbolic links when indexing a folder (default: skipped "
+                        "and counted)")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept a table, manifest or cache whose paths lead outside its "
-                        "folder (absolute paths elsewhere, ..); refused by default")
+                        "folder (absolute paths elsewhere, ..) (default: refused)")
 
 
 def _open(args, data=None):
@@ -54,7 +80,13 @@ def _open(args, data=None):
         label_column=args.label_column, path_column=args.path_column,
         weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None,
         allow_outside_root=args.allow_outside_root or None,
+        **({"progress": False} if getattr(args, "quiet", False) else {}),
     )
+
+
+def _add_quiet(p: argparse.ArgumentParser, what: str = "progress bars") -> None:
+    p.add_argument("--quiet", action="store_true",
+                   help=f"print no {what}, only the result (default: shown on a terminal)")
 
 
 def _strategy_option(text):
@@ -106,7 +138,22 @@ def cmd_stats(args) -> int:
     if empty:
         print(f"empty classes: {', '.join(empty)}")
     _print_columns(args, ds)
+    print("\nweight columns: the class weight each strategy gives (n samples, k classes, n_c "
+          "in class c); each is normalised differently:")
+    for name in strategies:
+        print(f"  {name:<10} {_WEIGHT_COLUMNS.get(name, '')}")
     return 0
+
+
+#: What each weight column of ``stats`` is, and how it is normalised.
+_WEIGHT_COLUMNS = {
+    "balanced": "n / (k * n_c), scikit-learn's 'balanced': the mean weight over the samples "
+                "is 1",
+    "inverse": "max(n_c) / n_c: the largest class weighs 1, the others more",
+    "sqrt": "sqrt(max(n_c) / n_c): the largest class weighs 1; milder than inverse",
+    "effective": "(1 - beta) / (1 - beta^n_c), beta 0.999 (Cui et al. 2019): the weights "
+                 "of the classes sum to k",
+}
 
 
 def _print_columns(args, ds) -> None:
@@ -143,7 +190,7 @@ def cmd_demo(args) -> int:
           "(imbalance ratio 100), balanced validation and test splits\n")
     cmd_stats(argparse.Namespace(data=parts["train"], json=False, label_column=None,
                                  path_column=None, weight_column=None, follow_symlinks=False,
-                                 allow_outside_root=False))
+                                 allow_outside_root=False, quiet=args.quiet))
     print(f"\ntraining {', '.join(DEMO_STRATEGIES)} ...")
     out = os.path.join(args.out, "compare")
     summaries = compare(parts["train"], DEMO_STRATEGIES, out, test=parts["test"],
@@ -162,14 +209,16 @@ def _train_options(args) -> dict:
         ("weight_column", args.weight_column),
         ("follow_symlinks", args.follow_symlinks or None),
         ("allow_outside_root", args.allow_outside_root or None)) if v is not None}
+    image = {k: v for k, v in (("image_size", args.image_size), ("color_mode", args.color_mode),
+                               ("augment", args.augment)) if v is not None}
     return dict(
-        epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-        color_mode=args.color_mode, model=args.model, augment=args.augment,
+        epochs=args.epochs, batch_size=args.batch_size, **image, model=args.model,
         weights=args.weights, finetune=args.finetune, head_epochs=args.head_epochs,
         val_split=args.val_split, val=args.val, label_mode=args.label_mode, seed=args.seed,
         learning_rate=args.learning_rate, early_stopping=args.early_stopping, tau=args.tau,
         gamma=args.gamma, beta=args.beta, drw_epoch=args.drw_epoch,
         num_workers=args.workers, data_options=data_options,
+        shot_thresholds=tuple(args.shot_thresholds),
         **({"strategy_options": _group_options(args.strategy_option)}
            if args.strategy_option else {}))
 
@@ -186,7 +235,7 @@ def _given_options(args) -> dict:
     """The train options given on the command line (those that differ from the defaults)."""
     defaults = build_parser().parse_args(["train", "DATA", "--out", "RUN"])
     given, default = _train_options(args), _train_options(defaults)
-    given = {k: value for k, value in given.items() if value != default[k]}
+    given = {k: value for k, value in given.items() if value != default.get(k)}
     if args.balance != defaults.balance:
         given["balance"] = args.balance
     return given
@@ -204,9 +253,13 @@ def cmd_train(args) -> int:
         options["distribute"] = True
     if not args.resume:
         options["balance"] = args.balance
-    result = train(args.data, args.out, resume=args.resume, cluster=cluster, **options)
+        if args.data is None:
+            raise LongtailError("train: DATA is required (only --resume takes it from the "
+                                "run's config.json)")
+    result = train(args.data, args.out, resume=args.resume, cluster=cluster,
+                   verbose=0 if args.quiet else "auto", **options)
     m = result.metrics
-    print(f"\n{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
+    print(f"{'' if args.quiet else chr(10)}{result.config['strategy']}: validation accuracy {m['accuracy']:.4f}, "
           f"balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
     if result.run_dir is not None:  # in a multi-process run, process 0 writes it
         print(f"run folder: {args.out} (report: {os.path.join(args.out, 'report.html')})")
@@ -222,60 +275,35 @@ def _model_of(path: str):
 
 
 def cmd_evaluate(args) -> int:
-    from longtail.dataset import Dataset
-    from longtail.evaluation import evaluate
-    from longtail.posthoc import tune_tau
-    from longtail.report import write_report
-
-    v.integer("batch_size", args.batch_size, min=1)
-    model, model_path, run = _model_of(args.model)
-    names = run["class_names"] if run else None
-    ds = Dataset.open(args.data, label_column=args.label_column, path_column=args.path_column,
-                      weight_column=args.weight_column,
-                      follow_symlinks=args.follow_symlinks or None, class_names=names,
-                      allow_outside_root=args.allow_outside_root or None)
-    if len(ds) == 0:
-        raise DataError(f"{args.data}: no samples to evaluate")
-    options = (run or {}).get("options", {})
-    loader_kw = {"label_mode": "int", "batch_size": args.batch_size, "sampling": "sequential"}
-    if ds.source.is_image:  # files, or a cache (which checks the size)
-        shape = model.inputs[0].shape
-        loader_kw["image_size"] = tuple(options.get("image_size") or shape[1:3])
-        loader_kw["color_mode"] = options.get("color_mode") or color_mode_of(shape[-1])
-    counts = run["train_counts"] if run else None
-    tau = args.posthoc_tau
-    if args.tune_tau:
-        val_path = os.path.join(os.path.dirname(model_path), "val.parquet")
-        if counts is None or not os.path.exists(val_path):
-            raise LongtailError(f"--tune-tau: {args.model} is not a run folder with "
-                                "config.json and val.parquet")
-        val = evaluate(model, Dataset.load(val_path).loader(**loader_kw),
-                       class_names=names, train_counts=counts)
-        tau, _ = tune_tau(val.logits, val.y_true, counts)
-        print(f"tuned post-hoc tau on the validation split: {tau:g}")
-    if tau is not None and counts is None:
-        raise LongtailError(f"--posthoc-tau: {args.model} has no config.json with the "
-                            "training priors beside it")
     from longtail.intervals import BootstrapOptions
+    from longtail.run_evaluation import evaluate_run
 
     evidence = _evidence_options(args, compare=False)
-    report = evaluate(model, ds.loader(**loader_kw), class_names=names or ds.class_names,
-                      train_counts=counts, posthoc_tau=tau,
-                      priors=None if counts is None else counts,
-                      shot_thresholds=evidence["shot_thresholds"],
-                      bootstrap=BootstrapOptions(resamples=evidence["resamples"],
-                                                 confidence=evidence["confidence"]))
-    metrics = _with_calibration(report, model, model_path, loader_kw, names)
-    from longtail._io import write_json
-
-    with runs.locked(args.out, "evaluate"), runs.commit_set(args.out) as stage:
-        write_json(os.path.join(stage.dir, "metrics.json"), metrics)
-        write_report(stage.dir, metrics, config={"model": model_path, "data": args.data,
-                                                 "posthoc_tau": tau, "run": run},
-                     train_counts=counts,
-                     title=f"longtail evaluation: {os.path.basename(args.data)}")
-    print(f"accuracy {metrics['accuracy']:.4f}, balanced accuracy "
-          f"{metrics['balanced_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    result = evaluate_run(
+        args.model, args.data, posthoc_tau=args.posthoc_tau, tune_tau=args.tune_tau,
+        batch_size=args.batch_size, shot_thresholds=evidence["shot_thresholds"],
+        bootstrap=BootstrapOptions(resamples=evidence["resamples"],
+                                   confidence=evidence["confidence"]),
+        progress=not args.quiet, label_column=args.label_column,
+        path_column=args.path_column, weight_column=args.weight_column,
+        follow_symlinks=args.follow_symlinks or None,
+        allow_outside_root=args.allow_outside_root or None)
+    result.write(args.out)
+    metrics = result.metrics
+    where = metrics["evaluated_on"]
+    print(f"{where['split']} data {where['data']} ({where['samples']} samples): accuracy "
+          f"{metrics['accuracy']:.4f}, balanced accuracy {metrics['balanced_accuracy']:.4f}, "
+          f"macro F1 {metrics['macro_f1']:.4f}"
+          + ("" if result.posthoc_tau is None else f" at post-hoc tau {result.posthoc_tau:g}"))
+    if result.untuned is not None:
+        u = result.untuned
+        before = "no post-hoc tau" if u["posthoc_tau"] is None else \
+            f"post-hoc tau {u['posthoc_tau']:g}"
+        print(f"tuned post-hoc tau on the validation split: {result.posthoc_tau:g}; with "
+              f"{before} instead: accuracy {u['accuracy']:.4f}, balanced accuracy "
+              f"{u['balanced_accuracy']:.4f}, macro F1 {u['macro_f1']:.4f} (tuned: "
+              f"{metrics['balanced_accuracy'] - u['balanced_accuracy']:+.4f} balanced "
+              "accuracy)")
     print(f"metrics: {os.path.join(args.out, 'metrics.json')}, report: "
           f"{os.path.join(args.out, 'report.html')}")
     return 0
@@ -285,8 +313,10 @@ def cmd_compare(args) -> int:
     from longtail.comparison import compare, summary_markdown
 
     options = _train_options(args)
+    options.pop("shot_thresholds")  # an evidence option of compare, passed on to each run
     summaries = compare(args.data, args.strategies.split(","), args.out, test=args.test,
-                        **_evidence_options(args), **options)
+                        verbose=0 if args.quiet else "auto", **_evidence_options(args),
+                        **options)
     with open(os.path.join(args.out, "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     print()
@@ -323,19 +353,6 @@ def cmd_adapt(args) -> int:
           f"{os.path.join(args.out, 'prior.json')}")
     return 0
 
-def _with_calibration(report, model, model_path, loader_kw, names) -> dict:
-    """The metrics, with calibration; the temperature fitted on the run's val.parquet."""
-    from longtail.calibration import add_calibration
-    from longtail.dataset import Dataset
-    from longtail.evaluation import evaluate
-
-    val_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "val.parquet")
-    val = None
-    if os.path.exists(val_path):
-        val = evaluate(model, Dataset.load(val_path).loader(**loader_kw), class_names=names,
-                       bootstrap=False)
-    return add_calibration(report.to_dict(), report, val)
-
 def _int_list(name, count=None):
     def parse(text):
         try:
@@ -351,19 +368,23 @@ def _int_list(name, count=None):
 
 
 def _add_evidence_options(p: argparse.ArgumentParser, compare: bool) -> None:
-    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    p.add_argument("--resamples", type=int, default=2000,
+                   help="bootstrap resamples of the intervals (default: %(default)s)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="coverage of the intervals (default: %(default)s)")
     p.add_argument("--shot-thresholds", type=_int_list("shot-thresholds", 2),
                    default=[100, 20], metavar="MANY,FEW",
-                   help="many-shot: more than MANY training samples; few-shot: fewer than FEW")
+                   help="shot groups: many-shot classes have more than MANY training "
+                        "samples, few-shot fewer than FEW (default: 100,20)")
     if compare:
         p.add_argument("--seeds", type=_int_list("seeds"), default=None, metavar="S,S,...",
                        help="train every strategy once per seed (default: --seed)")
         p.add_argument("--baseline", default=None, metavar="STRATEGY",
-                       help="the strategy others are measured against (default: none)")
+                       help="the strategy others are measured against (default: none, "
+                            "when it is among --strategies)")
         p.add_argument("--require", action="append", default=[], metavar="A>B",
                        help="exit 1 unless the interval of A - B (balanced accuracy) "
-                            "lies above 0; repeatable")
+                            "lies above 0; repeatable (default: no requirement)")
 
 
 def _evidence_options(args, compare: bool = True) -> dict:
@@ -380,9 +401,9 @@ def cmd_predict(args) -> int:
 
     v.integer("batch_size", args.batch_size, min=1)
     v.integer("top_k", args.top_k, min=1)
+    from longtail.run_evaluation import image_options
+
     model, model_path, run = _model_of(args.model)
-    shape = model.inputs[0].shape
-    options = (run or {}).get("options", {})
     k = model.outputs[0].shape[-1]
     names = run["class_names"] if run else [str(i) for i in range(k)]
     if args.posthoc_tau is not None and not run:
@@ -392,10 +413,10 @@ def cmd_predict(args) -> int:
                            follow_symlinks=args.follow_symlinks)
     text, failed = predict_files(
         model, paths, class_names=names,
-        image_size=options.get("image_size") or shape[1:3],
-        color_mode=options.get("color_mode") or color_mode_of(shape[-1]),
+        **image_options(model, run),
         priors=run["train_counts"] if run else None, posthoc_tau=args.posthoc_tau,
-        top_k=args.top_k, batch_size=args.batch_size, cost=_cost_matrix(args, names))
+        top_k=args.top_k, batch_size=args.batch_size, cost=_cost_matrix(args, names),
+        progress=not args.quiet)
     if args.out:
         write_text(args.out, text)
         print(f"{args.out}: {len(paths)} rows ({len(paths) - len(failed)} predicted)",
@@ -441,7 +462,8 @@ def cmd_cache(args) -> int:
             shard=args.shard, workers=args.workers, rows_per_shard=args.rows_per_shard,
             label_column=args.label_column, path_column=args.path_column,
             weight_column=args.weight_column, follow_symlinks=args.follow_symlinks or None,
-            allow_outside_root=args.allow_outside_root or None)
+            allow_outside_root=args.allow_outside_root or None,
+            progress=False if args.quiet else None)
     for w in caught:
         print(f"longtail: warning: {_one_line(w.message)}", file=sys.stderr)
     done = (f"{result.images} images written in {result.shards_built} shards, "
@@ -495,18 +517,27 @@ def _add_features_parser(sub) -> None:
     p = sub.add_parser("features", help="embed DATA once with a pretrained backbone; the "
                                         "result (a .parquet table) is itself a DATA")
     _add_data_options(p, optional=True)
-    p.add_argument("--model", default=None, help="backbone: " + ", ".join(BACKBONES))
+    p.add_argument("--model", default=None,
+                   help="the backbone: " + ", ".join(BACKBONES) + " (required unless --check)")
     p.add_argument("--weights", default=None, metavar="imagenet|PATH|none",
-                   help="imagenet (default; from $KERAS_HOME/models, never downloaded), a "
-                        "weights file, or none")
-    p.add_argument("--image-size", default="224", help="N or HxW (default 224)")
-    p.add_argument("--out", default=None, metavar="FEATS", help="the .parquet file to write")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--shard", default="0/1", metavar="I/N", help="embed part I of N")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--check", default=None, metavar="FEATS", help="verify a feature store")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="imagenet (from $KERAS_HOME/models, never downloaded), a weights "
+                        "file, or none (default: imagenet)")
+    p.add_argument("--image-size", default="224", metavar="N|HxW",
+                   help="the size images are resized to before the backbone, N or HxW "
+                        "(default: %(default)s)")
+    p.add_argument("--out", default=None, metavar="FEATS",
+                   help="the .parquet file to write (required unless --check)")
+    p.add_argument("--batch-size", type=_positive("batch-size"), default=64,
+                   help="images per embedding step (default: %(default)s)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"),
+                   help="the stored precision of the features (default: %(default)s)")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="embed part I of N (default: %(default)s, all of DATA)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run (default: start anew)")
+    p.add_argument("--check", default=None, metavar="FEATS",
+                   help="verify a feature store instead of writing one (default: write)")
+    _add_quiet(p, "progress bar")
 
 
 COMMANDS = {"stats": cmd_stats, "split": cmd_split, "demo": cmd_demo, "train": cmd_train,
@@ -519,11 +550,13 @@ def _add_backbone_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--weights", default=None, metavar="imagenet|PATH|none",
                    help="weights of a pretrained --model (" + ", ".join(BACKBONES) + "): "
-                        "imagenet (default; from $KERAS_HOME/models, never downloaded), a "
-                        "weights file, or none")
-    p.add_argument("--finetune", default="head", metavar="head|top:N|all", help=FINETUNE_HELP)
+                        "imagenet (from $KERAS_HOME/models, never downloaded), a "
+                        "weights file, or none (default: imagenet)")
+    p.add_argument("--finetune", default="head", metavar="head|top:N|all",
+                   help=FINETUNE_HELP + " (default: %(default)s)")
     p.add_argument("--head-epochs", type=int, default=None,
-                   help="with --finetune top:N or all: epochs of the head stage (default half)")
+                   help="with --finetune top:N or all: epochs of the head stage (default: "
+                        "half of the epochs)")
 
 
 def _version() -> str:
@@ -553,28 +586,37 @@ def _epochs(text: str):
     return "auto" if text == "auto" else _positive("epochs")(text)
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def _add_train_options(p: argparse.ArgumentParser, optional_data: bool = False) -> None:
     from longtail.strategies import STRATEGIES
 
-    _add_data_options(p)
-    p.add_argument("--out", required=True, help="run folder")
+    _add_data_options(p, optional=optional_data, data_help=(
+        "; with --resume, default the DATA the run recorded" if optional_data else ""))
+    p.add_argument("--out", required=True, help="the run folder to write (required)")
     p.add_argument("--epochs", type=_epochs, default="auto",
                    help="passes over the training data, or auto: a step budget that grows "
                         "with the data, early stopping on validation balanced accuracy, "
                         "ending on the best epoch (see docs/guide.md) (default: %(default)s)")
     p.add_argument("--batch-size", type=_positive("batch-size"), default=64,
                    help="samples per training step (default: %(default)s)")
-    p.add_argument("--image-size", default="64", help="N or HxW (height x width); default 64")
-    p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
+    p.add_argument("--image-size", default=None, metavar="N|HxW",
+                   help="images: the size every image is resized to, N or HxW (height x "
+                        "width); refused for a table of feature rows (default: 64)")
+    p.add_argument("--color-mode", default=None, choices=tuple(COLOR_MODES),
+                   help="images: the channels decoded; refused for a table of feature rows "
+                        "(default: rgb)")
     p.add_argument("--model", default=None,
-                   help="small-cnn (default for images), resnet, mlp (default for tables), "
-                        "a pretrained backbone (see --weights) or a .keras file")
+                   help="the network to train: small-cnn, resnet, mlp, a pretrained backbone "
+                        "(see --weights) or a .keras file (default: small-cnn for images, "
+                        "mlp for tables)")
     _add_backbone_options(p)
-    p.add_argument("--augment", default="flip,crop",
-                   help="comma-separated flip, crop, or none (default flip,crop)")
+    p.add_argument("--augment", default=None,
+                   help="images: training-time augmentation, comma-separated flip, crop, or "
+                        "none; refused for a table of feature rows (default: flip,crop)")
     p.add_argument("--val-split", type=_fraction("val-split"), default=0.2,
-                   help="stratified validation fraction (default 0.2)")
-    p.add_argument("--val", default=None, metavar="DATA", help="validation DATA instead")
+                   help="fraction of each class held out as the validation split "
+                        "(default: %(default)s)")
+    p.add_argument("--val", default=None, metavar="DATA",
+                   help="validation DATA to use instead of splitting DATA (default: none)")
     p.add_argument("--label-mode", default="int", choices=("int", "categorical"),
                    help="labels as class indices (int) or one-hot vectors (categorical) "
                         "(default: %(default)s)")
@@ -585,18 +627,25 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="AdamW peak learning rate, cosine-decayed over the run "
                         "(default: %(default)s)")
     p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
-                   help="stop when validation balanced accuracy stalls this many epochs")
-    p.add_argument("--tau", type=float, default=1.0, help="logit-adjust tau")
-    p.add_argument("--gamma", type=float, default=2.0, help="focal gamma")
-    p.add_argument("--beta", type=float, default=0.999, help="effective-number beta")
+                   help="stop when validation balanced accuracy stalls this many epochs "
+                        "(default: off with --epochs N; --epochs auto sets its own)")
+    p.add_argument("--tau", type=float, default=1.0,
+                   help="logit-adjust: strength of the log-prior offset (default: %(default)s)")
+    p.add_argument("--gamma", type=float, default=2.0,
+                   help="focal: focusing exponent (default: %(default)s)")
+    p.add_argument("--beta", type=float, default=0.999,
+                   help="effective-weight: beta of the effective number of samples "
+                        "(default: %(default)s)")
     p.add_argument("--drw-epoch", type=int, default=None,
-                   help="ldam-drw: epoch that starts re-weighting (default 80%% of epochs)")
-    p.add_argument("--workers", type=int, default=None, help="decode threads")
+                   help="ldam-drw: the epoch that starts re-weighting; must be below an "
+                        "explicit --epochs (default: 80%% of the epochs)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode threads of the loader (default: the number of cores)")
     p.add_argument("--strategy-option", type=_strategy_option, action="append", default=[],
                    metavar="NAME.FIELD=VALUE",
                    help="a strategy's hyper-parameter, e.g. crt.stage2_share=0.5 or "
                         "weight-balancing.max_norm=1 (repeatable; fields in the docs of "
-                        "longtail.decoupled)")
+                        "longtail.decoupled) (default: none)")
     p.epilog = "strategies: " + "; ".join(f"{n}: {s.description}"
                                           for n, s in STRATEGIES.items())
 
@@ -604,18 +653,24 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from longtail.strategies import DEFAULT_BALANCE, STRATEGIES
 
-    parser = _Parser(prog="longtail", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = _Parser(prog="longtail", description=_DESCRIPTION, epilog=_WORKFLOW,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line (default: "
+                             "off)")
     parser.add_argument("--version", action="version", version=f"longtail {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("stats", help="class counts, shares and class weights")
     _add_data_options(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON instead of a table (default: a table)")
+    _add_quiet(p, "indexing progress bar")
 
     p = sub.add_parser("split", help="stratified train/val/test manifests")
     _add_data_options(p)
-    p.add_argument("--out", required=True, help="folder for train/val/test.parquet")
+    p.add_argument("--out", required=True,
+                   help="the folder for train/val/test.parquet (required)")
     p.add_argument("--val", type=_fraction("val"), default=0.2,
                    help="fraction of each class for val.parquet (default: %(default)s)")
     p.add_argument("--test", type=_fraction("test"), default=0.0,
@@ -623,109 +678,146 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed of the split (default: %(default)s)")
+    _add_quiet(p, "indexing progress bar")
 
     p = sub.add_parser("train", help="train a classifier with a balancing strategy")
-    _add_train_options(p)
+    _add_train_options(p, optional_data=True)
     p.add_argument("--balance", default=DEFAULT_BALANCE, metavar="STRATEGY",
-                   help=", ".join(STRATEGIES) + " (each described below; default: "
-                        "%(default)s, chosen by measurement: docs/guide.md)")
+                   help="the balancing strategy: " + ", ".join(STRATEGIES)
+                        + " (each described below) (default: %(default)s, chosen by "
+                          "measurement: docs/guide.md)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+                   help="continue the run in --out from its last checkpoint, with its own "
+                        "options and DATA (default: start a new run)")
+    p.add_argument("--shot-thresholds", type=_int_list("shot-thresholds", 2),
+                   default=[100, 20], metavar="MANY,FEW",
+                   help="shot groups of the report: many-shot classes have more than MANY "
+                        "training samples, few-shot fewer than FEW (default: 100,20)")
+    _add_quiet(p, "per-epoch progress")
     p.add_argument("--distribute", action="store_true",
                    help="JAX: data parallel over every device (of every process, with the "
-                        "options below); --batch-size is per process")
+                        "options below); --batch-size is per process (default: one device)")
     p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                   help="multi-host: address of process 0 (or KERAS_DISTRIBUTION_JOB_ADDRESSES "
-                        "/ JAX_COORDINATOR_ADDRESS)")
+                   help="multi-host: the address of process 0 (default: "
+                        "KERAS_DISTRIBUTION_JOB_ADDRESSES or JAX_COORDINATOR_ADDRESS)")
     p.add_argument("--num-processes", type=int, default=None, metavar="N",
-                   help="multi-host: number of processes (or KERAS_DISTRIBUTION_NUM_PROCESSES "
-                        "/ JAX_NUM_PROCESSES)")
+                   help="multi-host: the number of processes (default: "
+                        "KERAS_DISTRIBUTION_NUM_PROCESSES or JAX_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int, default=None, metavar="I",
-                   help="multi-host: this process, 0..N-1 (or KERAS_DISTRIBUTION_PROCESS_ID "
-                        "/ JAX_PROCESS_ID)")
+                   help="multi-host: this process, 0..N-1 (default: "
+                        "KERAS_DISTRIBUTION_PROCESS_ID or JAX_PROCESS_ID)")
 
     p = sub.add_parser("evaluate", help="per-class metrics and a report for a trained model")
     p.add_argument("model", metavar="MODEL", help="a .keras file or a run folder")
     _add_data_options(p)
-    p.add_argument("--out", required=True, help="folder for metrics.json and report.html")
+    p.add_argument("--out", required=True,
+                   help="the folder for metrics.json and report.html (required)")
     p.add_argument("--posthoc-tau", type=float, default=None, metavar="T",
-                   help="subtract T * log(training priors) from the logits")
+                   help="subtract T * log(training priors) from the logits (default: none)")
     p.add_argument("--tune-tau", action="store_true",
-                   help="pick the post-hoc tau with the best validation balanced accuracy")
-    p.add_argument("--batch-size", type=int, default=64)
+                   help="pick the post-hoc tau with the best balanced accuracy on the run's "
+                        "validation split, and print the untuned figures beside it "
+                        "(default: off)")
+    p.add_argument("--batch-size", type=_positive("batch-size"), default=64,
+                   help="samples per evaluation step (default: %(default)s)")
     _add_evidence_options(p, compare=False)
+    _add_quiet(p, "progress bar")
 
     p = sub.add_parser("predict", help="predict classes of files, folders or a manifest")
     p.add_argument("model", metavar="MODEL", help="a .keras file or a run folder")
     p.add_argument("inputs", metavar="INPUT", nargs="+",
                    help="image files, folders (searched recursively) or manifests")
-    p.add_argument("--posthoc-tau", type=float, default=None, metavar="T")
+    p.add_argument("--posthoc-tau", type=float, default=None, metavar="T",
+                   help="subtract T * log(training priors) from the logits (default: none)")
     p.add_argument("--top-k", type=_positive("top-k"), default=1, metavar="K",
                    help="write the K most likely classes per input (default: %(default)s)")
-    p.add_argument("--out", default=None, help="CSV file (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default=None,
+                   help="the CSV file to write (default: standard output)")
+    p.add_argument("--batch-size", type=_positive("batch-size"), default=64,
+                   help="inputs per prediction step (default: %(default)s)")
     p.add_argument("--allow-outside-root", action="store_true",
-                   help="accept a manifest whose paths lead outside its folder; refused "
-                        "by default")
+                   help="accept a manifest whose paths lead outside its folder (default: "
+                        "refused)")
     p.add_argument("--follow-symlinks", action="store_true",
-                   help="follow symbolic links inside INPUT folders (skipped by default, "
+                   help="follow symbolic links inside INPUT folders (default: skipped, "
                         "as when indexing)")
     p.add_argument("--cost", default=None, metavar="COSTS.csv",
                    help="predict the class of least expected cost; CSV: header "
-                        "true,<class>,..., one row per true class")
+                        "true,<class>,..., one row per true class (default: the most "
+                        "probable class)")
+    _add_quiet(p, "progress bar")
 
     p = sub.add_parser("adapt", help="estimate the deployment class prior (label shift) "
                                      "and write an adapted model")
     p.add_argument("run", metavar="RUN", help="a run folder of longtail train")
     p.add_argument("--unlabeled", required=True, metavar="DATA",
-                   help="deployment data: any DATA (labels ignored) or image files/folders")
-    p.add_argument("--out", required=True, help="folder for model.keras and prior.json")
+                   help="deployment data: any DATA (labels ignored) or image files/folders "
+                        "(required)")
+    p.add_argument("--out", required=True,
+                   help="the folder for model.keras and prior.json (required)")
     p.add_argument("--prior", default=None, metavar="uniform|train|FILE",
-                   help="a known target prior instead of estimating it")
+                   help="a known target prior instead of estimating it (default: estimated "
+                        "from --unlabeled)")
     p.add_argument("--method", default="em", choices=("em", "bbse"),
-                   help="the estimate to adapt to (default em; both are in prior.json)")
+                   help="the estimate to adapt to; both are in prior.json "
+                        "(default: %(default)s)")
     p.add_argument("--resamples", type=int, default=200,
-                   help="resamples of the estimate's interval")
-    p.add_argument("--batch-size", type=int, default=64)
+                   help="bootstrap resamples of the estimate's interval (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive("batch-size"), default=64,
+                   help="samples per prediction step (default: %(default)s)")
 
     p = sub.add_parser("compare", help="train several strategies on one split, side by side")
     _add_train_options(p)
     p.add_argument("--strategies", required=True,
-                   help="comma-separated strategies, e.g. none,class-weight,logit-adjust")
+                   help="comma-separated strategies, e.g. none,class-weight,logit-adjust "
+                        "(required)")
     p.add_argument("--test", default=None, metavar="DATA",
                    help="held-out DATA to measure on (default: the validation split)")
     _add_evidence_options(p, compare=True)
+    _add_quiet(p, "per-run and per-epoch progress")
 
     p = sub.add_parser("cache", help="decode DATA once into a fixed-size cache (itself a DATA)",
                        description="longtail cache DATA --out CACHE --image-size S, or "
                                    "longtail cache --check CACHE (exit 1 if sources changed)")
     _add_data_options(p, optional=True)
     p.add_argument("--out", default=None, metavar="CACHE",
-                   help="cache folder: new, or a cache to resume or repair")
-    p.add_argument("--image-size", default=None, help="N or HxW (height x width)")
+                   help="cache folder: new, or a cache to resume or repair (required "
+                        "unless --check)")
+    p.add_argument("--image-size", default=None, metavar="N|HxW",
+                   help="the size images are stored at, N or HxW (height x width) "
+                        "(required unless --check; no default)")
     p.add_argument("--format", default="raw", choices=("raw", "jpeg"),
                    help="raw: uint8 arrays, memory-mapped; jpeg: re-encoded at the size, "
-                        "~10x smaller (default raw)")
-    p.add_argument("--quality", type=int, default=None, help="JPEG quality (default 90)")
-    p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES))
+                        "about 4-6x smaller than raw on photo-like images (see "
+                        "docs/cache.md) (default: %(default)s)")
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG quality of --format jpeg, 1-100 (default: 90)")
+    p.add_argument("--color-mode", default="rgb", choices=tuple(COLOR_MODES),
+                   help="the channels stored (default: %(default)s)")
     p.add_argument("--resize", default="stretch", choices=RESIZE_MODES,
                    help="fit images to the size by stretching, centre-cropping or padding "
                         "(default: %(default)s)")
     p.add_argument("--shard", default="0/1", metavar="I/N",
-                   help="build part I of N (machines sharing CACHE each build one part)")
-    p.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
+                   help="build part I of N (machines sharing CACHE each build one part) "
+                        "(default: %(default)s, the whole cache)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode threads (default: the number of cores)")
     p.add_argument("--rows-per-shard", type=int, default=None,
                    help="images per shard (default: about 64 MB of pixels)")
     p.add_argument("--check", default=None, metavar="CACHE",
-                   help="report sources changed or missing since they were cached")
+                   help="report sources changed or missing since they were cached, instead "
+                        "of building (default: build)")
+    _add_quiet(p, "progress bar")
 
     _add_features_parser(sub)
 
     p = sub.add_parser("demo", help="build Digits-LT and show what balancing does")
-    p.add_argument("--out", default="longtail-demo", help="output folder")
+    p.add_argument("--out", default="longtail-demo",
+                   help="the folder for the data set and the comparison (default: "
+                        "%(default)s)")
     p.add_argument("--epochs", type=_positive("epochs"), default=30,
                    help="epochs per strategy (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    _add_quiet(p, "per-epoch progress bars")
     return parser
 
 
@@ -740,6 +832,7 @@ _FLAGS = {
     "workers": "--workers", "top_k": "--top-k", "posthoc_tau": "--posthoc-tau",
     "strategies": "--strategies", "balance": "--balance", "quality": "--quality",
     "rows_per_shard": "--rows-per-shard", "model": "--model", "augment": "--augment",
+    "shot_thresholds": "--shot-thresholds",
 }
 
 
@@ -754,6 +847,16 @@ class _Terminated(BaseException):
 
 def _terminate(signum, frame):
     raise _Terminated()
+
+
+def _resume_hint(args) -> str:
+    """For an interrupted ``train``: the command that continues the run."""
+    if args.command != "train" or not os.path.isfile(os.path.join(args.out, runs.CONFIG)):
+        return ""
+    import shlex
+
+    return ("; the run continues where its last finished epoch left it with: "
+            f"longtail train --resume --out {shlex.quote(args.out)}")
 
 
 def _one_line(text) -> str:
@@ -771,6 +874,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
+    process = argv is None  # the process's own command line: the program ends after this
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     argv = [a for a in argv if a != "--debug"]
@@ -779,9 +883,20 @@ def main(argv=None) -> int:
         return _run(args, debug)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(args, debug)
+        code = _run(args, debug)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if process and code == 130:
+        # Ctrl-C: the run folder is consistent and unlocked, the line printed. Tearing
+        # down the backend and the loader's threads would take seconds more; Ctrl-C
+        # should stop at once.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe
+                pass
+        os._exit(code)
+    return code
 
 
 def _run(args, debug: bool) -> int:
@@ -806,7 +921,9 @@ def _run(args, debug: bool) -> int:
         print(f"longtail: error: {_one_line(where)}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("longtail: interrupted", file=sys.stderr)
+        if sys.stdout.isatty():  # end a progress bar's line: the message gets its own
+            print(flush=True)
+        print(f"longtail: interrupted{_resume_hint(args)}", file=sys.stderr, flush=True)
         return 130
     except _Terminated:
         print("longtail: terminated", file=sys.stderr)

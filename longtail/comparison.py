@@ -177,8 +177,12 @@ def _compare(data, strategies, out, test, verbose, config, options, *, seeds,
     from longtail.report import write_compare_report
     from longtail.training import train
 
+    from longtail.training.run import check_image_options
+
     data_options = config.data_options
-    _check_same_comparison(out, data, Dataset.open(data, **data_options), config, test)
+    ds = Dataset.open(data, **data_options)
+    check_image_options(ds, options, data)  # before anything is written
+    _check_same_comparison(out, data, ds, config, test)
 
     split_dir = os.path.join(out, "split")
     train_path = os.path.join(split_dir, "train.parquet")
@@ -205,8 +209,9 @@ def _compare(data, strategies, out, test, verbose, config, options, *, seeds,
     for i, (name, seed) in enumerate(jobs):
         run_dir = os.path.join(out, name) if len(seeds) == 1 else os.path.join(
             out, name, f"seed-{seed}")
-        print(f"[{i + 1}/{len(jobs)}] {name}{'' if len(seeds) == 1 else f' seed {seed}'} "
-              f"({_eta(durations, len(jobs) - i)})", file=sys.stderr, flush=True)
+        if verbose != 0:
+            print(f"[{i + 1}/{len(jobs)}] {name}{'' if len(seeds) == 1 else f' seed {seed}'} "
+                  f"({_eta(durations, len(jobs) - i)})", file=sys.stderr, flush=True)
         started = time.perf_counter()
         complete = os.path.exists(os.path.join(run_dir, "metrics.json"))
         if complete:
@@ -217,7 +222,8 @@ def _compare(data, strategies, out, test, verbose, config, options, *, seeds,
             # A run killed before its first checkpoint resumes from epoch 0.
             resume = os.path.exists(os.path.join(run_dir, "config.json"))
             result = train(train_path, run_dir, resume=resume, verbose=verbose, balance=name,
-                           val=val_path, **{**shared, "seed": seed})
+                           val=val_path, **{**shared, "seed": seed,
+                                            "shot_thresholds": shot_thresholds})
             model = result.model
         durations.append(time.perf_counter() - started)
         target = test_ds if test_ds is not None else Dataset.load(val_path)
@@ -229,6 +235,10 @@ def _compare(data, strategies, out, test, verbose, config, options, *, seeds,
                           class_names=train_ds.class_names,
                           train_counts=train_ds.class_counts.tolist(),
                           shot_thresholds=shot_thresholds)
+        report._metrics["evaluated_on"] = {
+            "split": "test" if test_ds is not None else "validation",
+            "data": str(test) if test_ds is not None else val_path, "samples":
+            int(report.to_dict()["n_samples"])}
         predictions[name].append(report)
         history = os.path.join(run_dir, "history.csv")
         seconds = _train_seconds(history)

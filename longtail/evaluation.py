@@ -126,7 +126,7 @@ def _labels_of(y) -> np.ndarray:
 
 
 def predict_batches(model, batches: Iterable, steps: int | None = None, *,
-                    name: str = "data", error: type = DataError
+                    name: str = "data", error: type = DataError, progress: bool = False
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Runs a model over ``(x, y)`` or ``(x, y, w)`` batches, one at a time.
 
@@ -140,13 +140,19 @@ def predict_batches(model, batches: Iterable, steps: int | None = None, *,
         steps: Stop after this many batches (default: all).
         name: The argument the batches came from, for error messages.
         error: The error class raised for a batch of the wrong form.
+        progress: Show a progress bar with ETA (on a terminal only).
 
     Returns:
         ``(y_true, outputs)``: int64 class indices ``(n,)`` and float64
         outputs ``(n, units)``; both empty when no batch came.
     """
+    from longtail._progress import progress_bar
+
     predict = getattr(model, "predict_on_batch", None)
     ys, outs = [], []
+    total = len(batches) if hasattr(batches, "__len__") else None
+    total = total if steps is None or total is None else min(total, steps)
+    bar = progress_bar(total=total, desc="evaluating", enabled=progress)
     for step, batch in enumerate(batches):
         if steps is not None and step >= steps:
             break
@@ -159,14 +165,17 @@ def predict_batches(model, batches: Iterable, steps: int | None = None, *,
             raise ConfigError("`model` must have a single output; got several")
         ys.append(_labels_of(y))
         outs.append(_to_numpy(out).astype(np.float64).reshape(len(ys[-1]), -1))
+        bar.update(1)
+    bar.close()
     if not ys:
         return np.zeros(0, np.int64), np.zeros((0, 0))
     return np.concatenate(ys), np.concatenate(outs)
 
 
-def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _collect(model, batches: Iterable, steps: int | None,
+             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Runs the model batch by batch; returns (y_true, raw outputs)."""
-    y_true, outputs = predict_batches(model, batches, steps)
+    y_true, outputs = predict_batches(model, batches, steps, progress=progress)
     if not len(y_true):
         raise DataError("`data` yielded no batches: there is nothing to evaluate")
     return y_true, outputs
@@ -260,6 +269,7 @@ def evaluate(
     shot_thresholds: tuple[int, int] = (100, 20),
     top_k: Sequence[int] = (5,),
     bootstrap=True,
+    progress: bool = False,
     **loader_kw,
 ) -> EvaluationReport:
     """Evaluates a classifier on data too large to hold in memory.
@@ -298,6 +308,8 @@ def evaluate(
             :class:`longtail.intervals.BootstrapOptions`, or ``False``: the
             class-stratified bootstrap intervals added as ``intervals`` (and
             per class as ``recall_interval`` and ``precision_interval``).
+        progress: Show a progress bar with an ETA on standard error (only
+            on a terminal, and only for more than one batch).
         **loader_kw: Further options of ``Dataset.loader`` (only with a
             ``Dataset``).
 
@@ -313,7 +325,7 @@ def evaluate(
         >>> report.save("run/")                                  # doctest: +SKIP
     """
     batches = _loader_of(model, data, batch_size, loader_kw)
-    y_true, scores = _collect(model, batches, steps)
+    y_true, scores = _collect(model, batches, steps, progress)
     y_true, scores, unreadable = _drop_unreadable(batches, y_true, scores, steps)
     if scores.shape[1] == 1:
         scores = _two_columns(scores)

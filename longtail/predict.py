@@ -84,7 +84,8 @@ def _batches(paths, options, batch_size, workers) -> Iterator[tuple[list, np.nda
 
 def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
                   image_size, color_mode="rgb", priors=None, posthoc_tau=None, top_k=1,
-                  batch_size=64, workers=None, cost=None) -> tuple[str, list[tuple[str, str]]]:
+                  batch_size=64, workers=None, cost=None,
+                  progress: bool = False) -> tuple[str, list[tuple[str, str]]]:
     """Predicts every path; returns the CSV text and the unreadable inputs.
 
     Columns: ``path, predicted, probability`` then ``top{i}, top{i}_probability``
@@ -93,8 +94,10 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     ``predicted`` is the Bayes decision (least expected cost, see
     :func:`longtail.adapt.bayes_decision`) and an ``expected_cost`` column
     comes before ``error``; the ``top{i}`` columns stay the most probable
-    other classes.
+    other classes. ``progress`` shows a bar with an ETA on standard error (on a
+    terminal, for more than one batch).
     """
+    from longtail._progress import progress_bar
     from longtail.adapt import bayes_decision
 
     from longtail.decode import DecodeOptions
@@ -117,7 +120,9 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     writer.writerow(header)
     failed = []
     workers = workers or os.cpu_count() or 1
-    for chunk, x, errors in _batches(list(paths), options, batch_size, workers):
+    bar = progress_bar(_batches(list(paths), options, batch_size, workers),
+                       total=-(-len(paths) // batch_size), desc="predicting", enabled=progress)
+    for chunk, x, errors in bar:
         probs = None
         if x is not None:
             logits = to_logits(model.predict_on_batch(x))  # a softmax model's log

@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -26,7 +27,12 @@ from matplotlib.figure import Figure
 from longtail import _io
 from longtail.errors import ConfigError, DataError
 
-__all__ = ["write_report", "write_compare_report", "read_history"]
+__all__ = ["write_report", "write_compare_report", "read_history", "MIN_SUPPORT"]
+
+#: Classes with fewer test samples than this are marked "too few to judge" in
+#: the tables: their recall moves by 1/support with one sample (a third with 3),
+#: so a best value among them is noise, not evidence.
+MIN_SUPPORT = 5
 
 _SHOT_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 _CSS = """
@@ -215,24 +221,35 @@ def read_history(path) -> dict[str, np.ndarray]:
     return {c: np.array([number(r[c]) for r in rows]) for c in columns}
 
 
+def _history_panels(history) -> list[tuple[str, list[str]]]:
+    """The training-curve panels: losses, metrics, and seconds on their own axis
+    (an epoch's 16 s on the accuracy axis would flatten every 0-1 curve)."""
+    losses = [c for c in history if c.endswith("loss")]
+    times = [c for c in history if c.endswith("seconds") and c not in losses]
+    others = [c for c in history if c != "epoch" and c not in losses and c not in times
+              and c not in ("lr", "learning_rate")]
+    return [(title, p) for title, p in (("loss", losses), ("metrics", others),
+                                        ("time per epoch", times)) if p]
+
+
 def _plot_history(history: dict[str, np.ndarray]) -> bytes | None:
     if not history or len(history.get("epoch", [])) == 0:
         return None
     epoch = history["epoch"] + 1
-    losses = [c for c in history if c.endswith("loss")]
-    others = [c for c in history
-              if c != "epoch" and c not in losses and c not in ("lr", "learning_rate")]
-    panels = [p for p in (losses, others) if p]
+    panels = _history_panels(history)
     if not panels:
         return None
     fig = Figure(figsize=(5.5 * len(panels), 4), dpi=100, layout="constrained")
-    for n, columns in enumerate(panels, start=1):
+    for n, (title, columns) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, len(panels), n)
         for c in columns:
             ax.plot(epoch, history[c], marker="o" if len(epoch) < 30 else None,
                     linestyle="--" if c.startswith("val_") else "-", label=_label(c, 40))
         ax.set_xlabel("epoch")
-        ax.set_title("loss" if columns is losses else "metrics", fontsize=10)
+        if title == "time per epoch":
+            ax.set_ylabel("seconds")
+            ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     return _png(fig)
@@ -277,6 +294,28 @@ def _page(title: str, sections: Sequence[tuple[str, str]]) -> str:
             f"<body><h1>{t}</h1>{body}</body></html>\n")
 
 
+def _evaluated_on(evaluated_on: dict | None) -> str:
+    """The sentence that names the data a page measured (split, path, samples)."""
+    if not evaluated_on:
+        return ""
+    split = evaluated_on.get("split") or "given"
+    data = evaluated_on.get("data")
+    samples = evaluated_on.get("samples")
+    where = ", ".join(x for x in (None if data is None else f"<code>{html.escape(str(data))}"
+                                  "</code>", None if samples is None else
+                                  f"{int(samples):,} samples") if x)
+    return (f'<p class="evaluated"><strong>Measured on the {html.escape(str(split))} '
+            f"data</strong>{f' ({where})' if where else ''}.</p>")
+
+
+def _few(support) -> str:
+    """A support cell: the count, marked when it is too small to judge the class."""
+    if support is None or support >= MIN_SUPPORT:
+        return _fmt(support)
+    return (f'{_fmt(support)} <span class="note" title="fewer than {MIN_SUPPORT} test '
+            f'samples">(too few to judge)</span>')
+
+
 def _summary_rows(metrics: dict) -> list[tuple[str, str]]:
     rows = [("samples", _fmt(metrics.get("n_samples"))),
             ("accuracy", _fmt(metrics.get("accuracy"))),
@@ -314,14 +353,17 @@ def _per_class_table(metrics: dict, train_counts) -> str:
         cells = [_fmt(row["class"])]
         if has_train:
             cells += [_fmt(int(counts[i])), _fmt(row.get("shot"))]
-        cells += [_fmt(row["support"]), _fmt(row["predicted"]), _fmt(row["precision"]),
+        cells += [_few(row["support"]), _fmt(row["predicted"]), _fmt(row["precision"]),
                   _recall_cell(row["recall"]), _fmt(row["f1"])]
         rows.append(cells)
-    return f'<p class="note">Ordered by {what}, largest first.</p>' + _table(header, rows)
+    return (f'<p class="note">Ordered by {what}, largest first. A class with fewer than '
+            f"{MIN_SUPPORT} test samples is marked too few to judge: one sample moves its "
+            "recall by 1/support.</p>" + _table(header, rows))
 
 
 def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | None = None,
-                 train_counts=None, title: str = "longtail report") -> Path:
+                 train_counts=None, title: str = "longtail report",
+                 evaluated_on: dict | None = None) -> Path:
     """Writes ``report.html`` and its PNG plots into ``out_dir``.
 
     Args:
@@ -335,6 +377,9 @@ def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | Non
             ``train_count`` of ``metrics["per_class"]``. Orders the per-class
             plots and table (without it: by evaluation support).
         title: Page title.
+        evaluated_on: The data the metrics were measured on, named at the top
+            of the page: ``{"split": "validation" | "test" | ..., "data":
+            path, "samples": n}``; default ``metrics["evaluated_on"]``.
 
     Returns:
         The path of ``report.html``. Beside it: ``confusion_matrix.png``,
@@ -369,7 +414,8 @@ def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | Non
             plots["training_curves.png"] = ("Training curves", "From the training "
                                             "history; dashed: validation.", curves)
 
-    sections = [("Summary", _table(["metric", "value"], _summary_rows(metrics)))]
+    sections = [("Summary", _evaluated_on(evaluated_on or metrics.get("evaluated_on"))
+                 + _table(["metric", "value"], _summary_rows(metrics)))]
     for name, (heading, note, data) in plots.items():
         _write_png(out, name, data)
         sections.append((heading, f'<p class="note">{note}</p>' + _img(data, heading)))
@@ -654,6 +700,46 @@ def _compare_audit(summaries, order, counts) -> dict:
     return out
 
 
+def _few_shot_support(metrics: dict) -> int:
+    """Test samples of the few-shot classes (0 when there are none)."""
+    return int(sum(row["support"] for row in metrics["per_class"] if row.get("shot") == "few"))
+
+
+def _run_link(summary: dict, out: Path) -> str:
+    """The strategy's name, linked to its run's report.html when it has one."""
+    name = _fmt(summary["strategy"])
+    run_dir = summary.get("run_dir")
+    if not run_dir:
+        return name
+    target = Path(run_dir) / "report.html"
+    try:
+        href = Path(os.path.relpath(target, out)).as_posix()
+    except ValueError:  # another drive (Windows)
+        href = target.resolve().as_uri()
+    return f'<a href="{html.escape(href, quote=True)}">{name}</a>'
+
+
+def _recall_table(summaries, order, counts, what: str) -> str:
+    """Recall of every class by strategy; the best per class in bold, unless the class
+    has too few test samples to tell strategies apart (then it is marked instead)."""
+    metrics = summaries[0]["metrics"]
+    if len(order) > 200:  # the per-run reports hold every class
+        return ""
+    rows = []
+    for i in order:
+        recalls = [s["metrics"]["per_class"][i]["recall"] for s in summaries]
+        support = metrics["per_class"][i]["support"]
+        judge = support >= MIN_SUPPORT and len(summaries) > 1
+        top = max(recalls)
+        rows.append([_fmt(metrics["classes"][i]), _fmt(int(counts[i])), _few(support)]
+                    + [f"<strong>{_fmt(r)}</strong>" if judge and r == top else _fmt(r)
+                       for r in recalls])
+    header = ["class", what, "test samples"] + [str(s["strategy"]) for s in summaries]
+    return (f'<p class="note">Best recall of each class in bold; a class with fewer than '
+            f"{MIN_SUPPORT} test samples is marked too few to judge instead.</p>"
+            + _table(header, rows))
+
+
 def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=None,
                          title: str = "longtail comparison", verdict: str | None = None) -> Path:
     """Writes ``compare.html`` and ``compare_recall.png`` into ``out_dir``.
@@ -662,7 +748,10 @@ def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=Non
         out_dir: Output folder (created if needed).
         summaries: One dict per run: ``strategy`` (its name), ``metrics`` (its
             ``metrics.json`` dict, all on the same classes) and
-            ``train_seconds`` (training time, or None).
+            ``train_seconds`` (training time, or None); optionally
+            ``run_dir`` (the strategy's run folder, whose ``report.html`` the
+            page links). The data measured is named from the first run's
+            ``metrics["evaluated_on"]``.
         train_counts: Training samples per class, to order the classes;
             default the first run's ``train_count`` values, else its support.
         title: Page title.
@@ -682,25 +771,37 @@ def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=Non
     _write_png(out, "compare_recall.png", plot)
 
     columns = ("accuracy", "balanced_accuracy", "macro_f1", "few_shot_accuracy")
+    few_support = _few_shot_support(summaries[0]["metrics"])
+    judged = [c for c in columns if c != "few_shot_accuracy" or few_support >= MIN_SUPPORT]
     best = {c: max((s["metrics"].get(c) for s in summaries
-                    if s["metrics"].get(c) is not None), default=None) for c in columns}
+                    if s["metrics"].get(c) is not None), default=None) for c in judged}
     rows = []
     for s in summaries:
-        cells = [_fmt(s["strategy"])]
+        cells = [_run_link(s, out)]
         for c in columns:
             v = s["metrics"].get(c)
-            cells.append(f"<strong>{_fmt(v)}</strong>" if v is not None and v == best[c]
-                         else _fmt(v))
+            cells.append(f"<strong>{_fmt(v)}</strong>" if v is not None and c in best
+                         and v == best[c] else _fmt(v))
         cells.append(_duration(s.get("train_seconds")))
         rows.append(cells)
     header = ["strategy", "accuracy", "balanced accuracy", "macro F1", "few-shot accuracy",
               "training time"]
+    few_note = "" if "few_shot_accuracy" in judged else (
+        f" Few-shot accuracy not bolded: its classes have {few_support} test samples in "
+        f"all, fewer than {MIN_SUPPORT}, too few to judge.")
+    links = "" if not any(s.get("run_dir") for s in summaries) else (
+        " Each strategy links to its run's own report, which is measured on that run's "
+        "validation split.")
+    measured = summaries[0]["metrics"].get("evaluated_on")
     sections = [
-        ("Summary", (f'<p><strong>{html.escape(verdict)}</strong></p>' if verdict else "")
+        ("Summary", _evaluated_on(measured)
+         + (f'<p><strong>{html.escape(verdict)}</strong></p>' if verdict else "")
          + _table(header, rows) + '<p class="note">Best value per column in '
-         "bold. \u2014: no class in the few-shot group, or training counts unknown.</p>"),
+         "bold. \u2014: no class in the few-shot group, or training counts unknown."
+         f"{few_note}{links}</p>"),
         ("Per-class recall", f'<p class="note">Classes ordered by {what} '
-         f"(shown in brackets), largest first.</p>" + _img(plot, "Per-class recall by strategy")),
+         f"(shown in brackets), largest first.</p>" + _img(plot, "Per-class recall by strategy")
+         + _recall_table(summaries, order, counts, what)),
     ]
     if all("intervals" in s for s in summaries):
         sections.insert(1, ("Is the difference real?", _evidence_table(summaries)))

@@ -248,3 +248,83 @@ def test_audit_sections_show_calibration_confusion_and_changes(tmp_path):
              f"{d['high'][tail]:+.4f}]</span>" for d in (iv["differences"]["<la>"]["recall"],
                                                          iv["differences"]["<la>"]["precision"])]
     assert f"<td>{cells[0]}</td><td>{cells[1]}</td></tr></tbody>" in page
+
+
+# ------------------------------------------------- what a page measured (issue 16)
+def _support_metrics(support, recalls_shift=0.0, counts=COUNTS, seed=0):
+    """Metrics whose test data holds ``support[c]`` samples of class ``c``."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(support)), support)
+    scores = rng.normal(size=(len(y), len(support)))
+    scores[np.arange(len(y)), y] += 1.0
+    scores -= recalls_shift * np.log(np.asarray(counts, dtype=float))
+    return compute_metrics(y, scores, NAMES, train_counts=counts)
+
+
+def test_pages_name_the_data_they_measured(tmp_path):
+    m = _metrics()
+    m["evaluated_on"] = {"split": "validation", "data": "run/val.parquet", "samples": 200}
+    page = write_report(tmp_path / "r", m).read_text()
+    assert ("<strong>Measured on the validation data</strong> (<code>run/val.parquet</code>, "
+            "200 samples)") in page
+    page = write_report(tmp_path / "t", _metrics(), evaluated_on={
+        "split": "test", "data": "<t>.csv", "samples": 1234}).read_text()
+    assert "Measured on the test data</strong> (<code>&lt;t&gt;.csv</code>, 1,234 samples)" in page
+    summaries = [{"strategy": "none", "metrics": m, "train_seconds": 1}]
+    page = write_compare_report(tmp_path / "c", summaries).read_text()
+    assert "Measured on the validation data</strong> (<code>run/val.parquet</code>" in page
+
+
+def test_compare_links_each_strategy_to_its_run_report(tmp_path):
+    summaries = [{"strategy": s, "metrics": _metrics(), "train_seconds": 1,
+                  "run_dir": str(tmp_path / "cmp" / s)} for s in ("none", "logit-adjust")]
+    page = write_compare_report(tmp_path / "cmp", summaries).read_text()
+    assert '<td><a href="none/report.html">none</a></td>' in page
+    assert '<td><a href="logit-adjust/report.html">logit-adjust</a></td>' in page
+    assert "measured on that run's validation split" in page
+
+
+def test_classes_with_too_few_test_samples_are_marked_not_bolded(tmp_path):
+    from longtail.report import MIN_SUPPORT
+
+    support = [40, 40, MIN_SUPPORT - 1, 40]  # "mid & co" has 4 test samples
+    summaries = [{"strategy": "a", "metrics": _support_metrics(support), "train_seconds": 1},
+                 {"strategy": "b", "metrics": _support_metrics(support, 1.0, seed=1),
+                  "train_seconds": 1}]
+    page = write_compare_report(tmp_path, summaries).read_text()
+    table = page[page.index("Best recall of each class"):]
+    rows = dict(re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", table[:table.index("</table>")]))
+    assert set(rows) == {"ant", "&lt;b&gt;x&lt;/b&gt;", "mid &amp; co", "tail"}
+    few = rows["mid &amp; co"]
+    assert "too few to judge" in few and "<strong>" not in few
+    for name in ("ant", "tail"):  # judged: the best recall of the row in bold
+        cells = re.findall(r"<td>(<strong>)?(\d\.\d{4})", rows[name])
+        best = max(float(v) for _, v in cells)
+        assert [float(v) for b, v in cells if b] == [best]
+    # The few-shot group ("mid & co", 5 training samples) has 4 test samples: not bolded.
+    summary = page[:page.index("</table>")]
+    few_shot = [re.findall(r"<td>(?:<strong>)?[^<]*", row)[4]
+                for row in re.findall(r"<tr>(.*?)</tr>", summary)[1:]]
+    assert all("<strong>" not in cell for cell in few_shot)
+    assert "too few to judge" in page[:page.index("Per-class recall")]
+    # The run report's per-class table marks the class too.
+    page = write_report(tmp_path / "r", summaries[0]["metrics"]).read_text()
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>\d+</td><td>\w+</td><td>(.*?)</td>", page)
+    marked = [name for name, cell in rows if "too few to judge" in cell]
+    assert marked == ["mid &amp; co"]
+
+
+def test_epoch_seconds_get_their_own_panel(tmp_path):
+    from longtail.report import _history_panels
+
+    path = tmp_path / "history.csv"
+    with open(path, "w") as f:
+        f.write("epoch,accuracy,loss,val_accuracy,val_loss,epoch_seconds,learning_rate\n")
+        for e in range(4):
+            f.write(f"{e},{0.5 + e / 10},{1 - e / 5},{0.4 + e / 10},{1.1 - e / 6},{16 + e},0.001\n")
+    panels = dict(_history_panels(read_history(path)))
+    assert panels == {"loss": ["loss", "val_loss"], "metrics": ["accuracy", "val_accuracy"],
+                      "time per epoch": ["epoch_seconds"]}
+    write_report(tmp_path, _metrics(), history_csv=path)
+    with Image.open(tmp_path / "training_curves.png") as im:
+        assert im.size[0] == 3 * 550  # three panels side by side

@@ -48,6 +48,7 @@ class TrainConfig:
     data_options: dict = field(default_factory=dict)
     distribute: bool = False
     strategy_options: dict = field(default_factory=dict)
+    shot_thresholds: tuple[int, int] = (100, 20)  # (many, few) of the run's report
 
     def __post_init__(self):
         from longtail.strategies import resolve_strategy, resolve_strategy_options
@@ -75,6 +76,7 @@ class TrainConfig:
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "shot_thresholds", _shot_thresholds(self.shot_thresholds))
         v.one_of("label_mode", self.label_mode, ("int", "categorical"))
         channels_of(self.color_mode)  # checks it: one of rgb, grayscale, rgba
         v.one_of("schedule", self.schedule, ("cosine", "constant"))
@@ -121,12 +123,30 @@ class TrainConfig:
     def to_json(self) -> dict:
         out = asdict(self)
         out["image_size"] = None if self.image_size is None else list(self.image_size)
+        out["shot_thresholds"] = list(self.shot_thresholds)
         return out
 
     @classmethod
     def from_json(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: TrainConfig fields that apply to image data only (refused on feature rows).
+IMAGE_OPTIONS = ("image_size", "color_mode", "augment")
+
+
+def _shot_thresholds(value) -> tuple[int, int]:
+    """``(many, few)`` training counts with ``0 <= few <= many``."""
+    try:
+        many, few = value
+    except (TypeError, ValueError):
+        many = few = None
+    if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 0
+               for t in (many, few)) or few > many:
+        raise ConfigError("`shot_thresholds` must be two integers (many, few) with "
+                          f"0 <= few <= many; got {value!r}")
+    return int(many), int(few)
 
 
 @dataclass

@@ -89,7 +89,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
     """Trains a classifier on DATA with a balancing strategy.
 
     Args:
-        data: Any DATA form (folder, table, manifest, or a Dataset).
+        data: Any DATA form (folder, table, manifest, or a Dataset); None
+            with ``resume`` takes the DATA recorded in the run's config.json.
         out: Run folder; None trains without writing files.
         resume: Continue the run in ``out`` from its last checkpoint to the
             planned epochs, with the options of its ``config.json``; options
@@ -115,7 +116,9 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             categorical), ``seed``, ``learning_rate``, ``weight_decay``,
             ``schedule`` (cosine, constant), ``early_stopping`` (patience in
             epochs on validation balanced accuracy), ``tau``, ``gamma``,
-            ``beta``, ``drw_epoch``, ``num_workers``, ``data_options``
+            ``beta``, ``drw_epoch``, ``num_workers``, ``shot_thresholds``
+            (``(many, few)`` training counts of the report's shot groups,
+            default ``(100, 20)``), ``data_options``
             (``label_column``, ``path_column``, ``weight_column``, ...), and
             ``distribute`` (JAX backend: data parallel over every device of
             every process; ``batch_size`` is then per process, and only
@@ -129,6 +132,8 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         ...                epochs=5)  # doctest: +SKIP
     """
     # Refusals come before Keras is imported, in a fraction of a second.
+    if data is None:
+        data = _recorded_data(out, resume)
     if out is None or _distributed(out, resume, options):  # process 0 writes, unlocked
         return _train(data, out, resume, options, verbose, callbacks, cluster)
     runs.check_out_outside_data(out, data)
@@ -136,6 +141,31 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
         ckpt.resume_point(out)  # refuses before the lock would create the folder
     with runs.locked(out, "train"):
         return _train(data, out, resume, options, verbose, callbacks, cluster)
+
+
+def _recorded_data(out, resume: bool) -> str:
+    """``resume`` without DATA: the DATA the run recorded in its config.json."""
+    if not resume:
+        raise ConfigError("`data` is required (only a resumed run takes it from its "
+                          "config.json)")
+    config, _ = ckpt.resume_point(out)
+    for key in ("data_path", "data"):
+        if isinstance(config.get(key), str) and os.path.exists(config[key]):
+            return config[key]
+    raise DataError(f"{os.path.join(out, runs.CONFIG)}: the run's DATA {config.get('data')!r} "
+                    "is not found from here; pass DATA to resume")
+
+
+def check_image_options(ds, options: dict, data) -> None:
+    """Refuses image options given for data that holds feature rows (they would do nothing)."""
+    from longtail.training.config import IMAGE_OPTIONS
+
+    given = [k for k in IMAGE_OPTIONS if options.get(k) is not None]
+    if given and not ds.source.is_image:
+        raise ConfigError(f"{', '.join(f'`{k}`' for k in given)} "
+                          f"{'applies' if len(given) == 1 else 'apply'} to images only; "
+                          f"{data} holds feature rows: drop "
+                          f"{'it' if len(given) == 1 else 'them'}")
 
 
 def _distributed(out: str, resume: bool, options: dict) -> bool:
@@ -171,6 +201,7 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
 
     # The data is indexed (and bad data refused) before Keras is imported.
     config, train_ds, val_ds = _data(config, data, out, resume, options.get("val"))
+    check_image_options(train_ds, options, data)
     import keras
 
     from longtail._seed import seed_everything
@@ -222,6 +253,11 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     report, metrics = _evaluate(model, train_ds, val_loader, history_rows, seconds, run_config)
     metrics["training"] = _stop_summary(config, history_rows or fit_history)
     report._metrics["training"] = metrics["training"]  # metrics.json records it too
+    metrics["evaluated_on"] = report._metrics["evaluated_on"] = {
+        "split": "validation", "samples": int(metrics["n_samples"]),
+        "data": config.val if config.val is not None and os.path.exists(config.val) else
+        (os.path.join(out, "val.parquet") if out is not None else
+         f"a {config.val_split:g} split of {data}")}
     if verbose != 0:
         print(f"longtail: {metrics['training']['stopped']}")
     _warn_unreadable(train_loader, val_loader)
@@ -401,8 +437,14 @@ def _run_config(config: TrainConfig, data, strategy, train_ds, val_ds, steps_per
     """What ``config.json`` holds: the options, the data it saw, and the software."""
     import keras
 
+    options = config.to_json()
+    if not train_ds.source.is_image:  # feature rows: image options mean nothing
+        from longtail.training.config import IMAGE_OPTIONS
+
+        for key in IMAGE_OPTIONS:
+            options.pop(key)
     run_config = {
-        "options": config.to_json(), "data": str(data), "strategy": strategy.name,
+        "options": options, "data": str(data), "strategy": strategy.name,
         "class_names": train_ds.class_names, "train_counts": train_ds.class_counts.tolist(),
         "val_counts": val_ds.class_counts.tolist(), "priors": train_ds.priors.tolist(),
         "keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
@@ -410,6 +452,8 @@ def _run_config(config: TrainConfig, data, strategy, train_ds, val_ds, steps_per
         "data_fingerprint": {"train": ckpt.fingerprint(train_ds),
                              "val": ckpt.fingerprint(val_ds)},
     }
+    if isinstance(data, (str, os.PathLike)) and os.path.exists(data):
+        run_config["data_path"] = os.path.abspath(data)  # --resume without DATA, from anywhere
     from longtail.backbones.schedule import backbone_run_record, is_backbone
 
     if is_backbone(config.model):
@@ -476,7 +520,9 @@ def _evaluate(model, train_ds, val_loader, history_rows: list[dict], seconds: fl
     from longtail.evaluation import evaluate
 
     report = evaluate(model, val_loader, class_names=train_ds.class_names,
-                      train_counts=train_ds.class_counts.tolist())
+                      train_counts=train_ds.class_counts.tolist(),
+                      shot_thresholds=tuple(run_config["options"].get("shot_thresholds",
+                                                                      (100, 20))))
     metrics = report.to_dict()
     if "second_stage" in run_config:
         metrics["second_stage"] = run_config["second_stage"]
