@@ -302,6 +302,9 @@ def _unlabeled_logits(model, data, names, loader_kw, batch_size, from_probabilit
     from longtail.decode import DecodeOptions
     from longtail.predict import _batches, collect_inputs
 
+    if not loader_kw:
+        raise DataError(f"{data}: not a DATA the model's rows can be read from (the model "
+                        "takes feature rows, not images)")
     options = DecodeOptions(image_size=tuple(loader_kw["image_size"]),
                             color_mode=loader_kw["color_mode"])
     outs = [np.asarray(model.predict_on_batch(x), np.float64)
@@ -351,11 +354,11 @@ def adapt_run(run, unlabeled, out, *, prior=None, method="em", resamples=200,
     config = read_config(run)
     names, pi = config["class_names"], _prior(config["train_counts"], "train_counts")
     model = load_model(paths["model.keras"], compile=False)
-    options = config.get("options", {})
-    shape = model.inputs[0].shape
-    loader_kw = {"image_size": tuple(options.get("image_size") or shape[1:3]),
-                 "color_mode": options.get("color_mode") or "rgb"}
+    from longtail.run_evaluation import image_options
+
     val_ds = Dataset.load(paths["val.parquet"])
+    takes_images = len(model.inputs[0].shape) == 4
+    loader_kw = image_options(model, config) if takes_images else {}
     val = evaluate(model, val_ds.loader(batch_size=batch_size, sampling="sequential",
                                         label_mode="int", **(
                                             loader_kw if val_ds.source.is_image else {})),
