@@ -382,7 +382,12 @@ def cmd_predict(args) -> int:
     v.integer("top_k", args.top_k, min=1)
     model, model_path, run = _model_of(args.model)
     shape = model.inputs[0].shape
+    if len(shape) != 4:
+        raise LongtailError(f"{model_path}: the model takes rows of {shape[-1]} features, "
+                            "not images; predict takes images")
     options = (run or {}).get("options", {})
+    if None not in tuple(shape[1:3]):  # the model's own size (a head run's backbone)
+        options = {**options, "image_size": tuple(shape[1:3])}
     k = model.outputs[0].shape[-1]
     names = run["class_names"] if run else [str(i) for i in range(k)]
     if args.posthoc_tau is not None and not run:

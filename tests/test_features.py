@@ -57,7 +57,7 @@ def test_a_feature_store_is_data(store):
 
     data, _, out = store
     source, feats = lt.Dataset.open(data), lt.Dataset.open(out)
-    assert feats.kind == "features" and feats.features.shape == (len(source), 1280)
+    assert feats.kind == "embeddings" and feats.features.shape == (len(source), 1280)
     assert feats.class_names == source.class_names
     assert feats.class_counts.tolist() == source.class_counts.tolist()
 
