@@ -468,13 +468,15 @@ def cmd_cache(args) -> int:
 
 def cmd_features(args) -> int:
     from longtail.errors import ConfigError
-    from longtail.features import check_features, write_features
+    from longtail.features import check_features, read_identity, write_features
 
     if args.check:
         identity = check_features(args.check)
         start, stop = identity["rows"]
-        print(f"{args.check}: {stop - start} rows, {identity['backbone']} "
-              f"({identity['weights']}), {len(identity['class_names'])} classes: ok")
+        skipped = len(identity.get("skipped", []))
+        print(f"{args.check}: {stop - start - skipped} rows ({skipped} unreadable images "
+              f"skipped), {identity['backbone']} ({identity['weights']}), "
+              f"{len(identity['class_names'])} classes: ok")
         return 0
     if args.data is None or args.out is None or args.model is None:
         raise ConfigError("features: DATA, --model NAME and --out FEATS.parquet are required "
@@ -490,7 +492,13 @@ def cmd_features(args) -> int:
                          image_size=args.image_size, batch_size=args.batch_size,
                          dtype=args.dtype, shard=(index, count), resume=args.resume,
                          data_options=data_options, progress=not args.quiet)
-    print(f"{out}: written (a DATA for stats, split, train, compare, evaluate)")
+    if out != args.out:
+        print(f"{out}: shard {args.shard} written; {args.out} is joined by the run that "
+              "completes the last shard")
+        return 0
+    skipped = len(read_identity(out).get("skipped", []))
+    print(f"{out}: written ({skipped} unreadable images skipped); a DATA for stats, split, "
+          "train, compare, evaluate")
     return 0
 
 
@@ -508,7 +516,9 @@ def _add_features_parser(sub) -> None:
     p.add_argument("--out", default=None, metavar="FEATS", help="the .parquet file to write")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--shard", default="0/1", metavar="I/N", help="embed part I of N")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="embed part I of N into FEATS.shards/; the run that completes the "
+                        "last part joins them into FEATS")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--check", default=None, metavar="FEATS", help="verify a feature store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,46 +9,16 @@ import os
 
 import numpy as np
 import pytest
-
-TINY = "tiny-test"
-
-
-def _tiny_backbone(input_shape, path, name):
-    import keras
-
-    inputs = keras.Input(tuple(input_shape), name="image")
-    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="_blocks_0_conv")(x)
-    x = keras.layers.Conv2D(12, 3, strides=2, activation="relu", name="_blocks_1_conv")(x)
-    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x), name=name)
-    if path is not None:
-        model.load_weights(path)
-    return model
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Registers the tiny backbone; yields (folder, its weights file)."""
-    import keras
-
-    from longtail.backbones import BACKBONES, Backbone
-
-    root = tmp_path_factory.mktemp("tiny")
-    BACKBONES[TINY] = Backbone(TINY, _tiny_backbone, 32, "tiny.weights.h5", r"^(_blocks_\d+)_")
-    keras.utils.set_random_seed(0)
-    weights = str(root / "tiny.weights.h5")
-    _tiny_backbone((32, 32, 3), None, "tiny").save_weights(weights)
-    yield root, weights
-    del BACKBONES[TINY]
-
-
-@pytest.fixture(scope="module")
-def store(tiny):
+def store(tiny_backbone):
     from conftest import make_images
 
     from longtail.features import write_features
 
-    root, weights = tiny
+    root, weights = tiny_backbone
     data = make_images(root / "data", (24, 10, 6), size=32, seed=0, spread=0.5)
     out = str(root / "feats.parquet")
     write_features(data, out, model=TINY, weights=weights, image_size=32, batch_size=8,
