@@ -75,13 +75,12 @@ def _tiny_backbone(input_shape, path, name):
 def tiny_backbone(tmp_path_factory):
     """Registers TINY, a one-convolution backbone (fast tests of backbone code);
     yields (a folder, its weights file)."""
-    import keras
-
+    from longtail._seed import seed_everything  # keras.utils.set_random_seed imports TF
     from longtail.backbones import BACKBONES, Backbone
 
     root = tmp_path_factory.mktemp("tiny")
     BACKBONES[TINY] = Backbone(TINY, _tiny_backbone, 32, "tiny.weights.h5", r"^(_blocks_\d+)_")
-    keras.utils.set_random_seed(0)
+    seed_everything(0)
     weights = str(root / "tiny.weights.h5")
     _tiny_backbone((32, 32, 3), None, "tiny").save_weights(weights)
     yield root, weights
