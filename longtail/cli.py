@@ -381,6 +381,17 @@ def cmd_predict(args) -> int:
     v.integer("batch_size", args.batch_size, min=1)
     v.integer("top_k", args.top_k, min=1)
     model, model_path, run = _model_of(args.model)
+    rows = _feature_rows(args.inputs, run)
+    if rows is not None:  # a feature store or table: the head predicts its rows
+        from longtail.predict import predict_rows
+
+        names = run["class_names"] if run else rows.class_names
+        text = predict_rows(model, rows, class_names=names,
+                            priors=run["train_counts"] if run else None,
+                            posthoc_tau=args.posthoc_tau, top_k=args.top_k,
+                            batch_size=args.batch_size)
+        write_text(args.out, text) if args.out else sys.stdout.write(text)
+        return 0
     shape = model.inputs[0].shape
     if len(shape) != 4:
         raise LongtailError(f"{model_path}: the model takes rows of {shape[-1]} features, "
@@ -413,6 +424,19 @@ def cmd_predict(args) -> int:
         for path, reason in failed[:20]:
             print(f"  {path}: {reason}", file=sys.stderr)
     return 0
+
+
+def _feature_rows(inputs, run):
+    """The Dataset of INPUT when it is one table of feature rows (a feature store), else None."""
+    from longtail.dataset import Dataset
+
+    if len(inputs) != 1 or not str(inputs[0]).lower().endswith((".parquet", ".csv")):
+        return None
+    try:
+        ds = Dataset.open(inputs[0], class_names=run["class_names"] if run else None)
+    except LongtailError:
+        return None  # a manifest of paths, read by collect_inputs
+    return None if ds.source.is_image else ds
 
 
 def cmd_cache(args) -> int:

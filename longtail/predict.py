@@ -19,7 +19,7 @@ import numpy as np
 from longtail._io import csv_cell
 from longtail.errors import DataError, DecodeError
 
-__all__ = ["collect_inputs", "predict_files"]
+__all__ = ["collect_inputs", "predict_files", "predict_rows"]
 
 
 def collect_inputs(inputs: Sequence[str], extensions=None,
@@ -97,7 +97,6 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     from longtail.adapt import bayes_decision
 
     from longtail.decode import DecodeOptions
-    from longtail.posthoc import adjust_logits
 
     from longtail import _validation as v
 
@@ -116,16 +115,7 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     failed = []
     workers = workers or os.cpu_count() or 1
     for chunk, x, errors in _batches(list(paths), options, batch_size, workers):
-        probs = None
-        if x is not None:
-            logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
-            if np.all(logits >= 0) and np.allclose(logits.sum(axis=1), 1.0, atol=1e-4):
-                logits = np.log(np.maximum(logits, 1e-12))  # a softmax model
-            if posthoc_tau:
-                logits = adjust_logits(logits, priors, posthoc_tau)
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits)
-            probs /= probs.sum(axis=1, keepdims=True)
+        probs = None if x is None else _probabilities(model, x, priors, posthoc_tau)
         row_of = iter(range(len(chunk)))
         for path, error in zip(chunk, errors):
             if error is not None:
@@ -144,3 +134,52 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
                 cells += [csv_cell(class_names[c]), f"{p[c]:.6f}"]
             writer.writerow(cells + extra + [""])
     return out.getvalue(), failed
+
+
+def _probabilities(model, x, priors, posthoc_tau) -> np.ndarray:
+    from longtail.posthoc import adjust_logits
+
+    logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
+    if np.all(logits >= 0) and np.allclose(logits.sum(axis=1), 1.0, atol=1e-4):
+        logits = np.log(np.maximum(logits, 1e-12))  # a softmax model
+    if posthoc_tau:
+        logits = adjust_logits(logits, priors, posthoc_tau)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def predict_rows(model, dataset, *, class_names: Sequence[str], priors=None, posthoc_tau=None,
+                 top_k=1, batch_size=64) -> str:
+    """Predicts every row of a Dataset of feature rows (a table, a feature store).
+
+    ``model`` may be a run's backbone+head model: the part that takes the
+    rows is used (:meth:`longtail.sources.Source.model_for`). Columns:
+    ``row`` (0-based), ``label`` (the stored one), ``predicted``,
+    ``probability``, then ``top{i}, top{i}_probability`` for i in 2..top_k.
+    """
+    from longtail import _validation as v
+
+    batch_size = v.integer("batch_size", batch_size, min=1)
+    top_k = min(v.integer("top_k", top_k, min=1), len(class_names))
+    model = dataset.source.model_for(model)
+    header = ["row", "label", "predicted", "probability"]
+    for i in range(2, top_k + 1):
+        header += [f"top{i}", f"top{i}_probability"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    loader = dataset.loader(batch_size=batch_size, sampling="sequential", label_mode="int")
+    row = 0
+    for batch in loader:
+        x = batch[0][: len(dataset) - row]
+        probs = _probabilities(model, x, priors, posthoc_tau)
+        for p in probs:
+            cells = [row, csv_cell(dataset.class_names[dataset.labels[row]])]
+            for c in np.argsort(-p, kind="stable")[:top_k]:
+                cells += [csv_cell(class_names[c]), f"{p[c]:.6f}"]
+            writer.writerow(cells)
+            row += 1
+        if row >= len(dataset):
+            break
+    return out.getvalue()

@@ -154,3 +154,25 @@ def test_compare_strategies_on_a_store(store, tmp_path, capsys):
     assert code == 0
     summary = json.load(open(tmp_path / "cmp" / "summary.json"))
     assert {r["strategy"] for r in summary["runs"]} == {"none", "crt"}
+
+
+def test_predict_feature_rows_with_a_head_run(store, head_run, tmp_path, capsys):
+    import csv
+
+    import keras
+
+    import longtail as lt
+
+    _, _, out = store
+    code, _, _ = run(capsys, "predict", head_run, out, "--out", tmp_path / "p.csv",
+                     "--top-k", "2")
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    feats = lt.Dataset.open(out)
+    head = keras.saving.load_model(os.path.join(head_run, "model.keras")).get_layer("head")
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(head.predict(feats.features,
+                                                                      verbose=0)))
+    assert [r["predicted"] for r in rows] == [feats.class_names[c] for c in probs.argmax(1)]
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], probs.max(1),
+                               atol=2e-6)
+    assert [r["label"] for r in rows] == [feats.class_names[c] for c in feats.labels]
