@@ -20,32 +20,10 @@ import time
 
 import numpy as np
 
+from benchmarks._digits import digits_lt_tables
+
 STRATEGIES = ("none", "class-weight", "logit-adjust", "crt", "tau-norm", "tau-norm:bias=keep",
               "weight-balancing")
-
-
-def _tables(out: str) -> dict[str, str]:
-    from sklearn.datasets import load_digits
-
-    from longtail.demo import DIGITS_LT_TRAIN_COUNTS
-
-    digits = load_digits()
-    rng = np.random.default_rng(0)
-    parts = {"train": [], "val": [], "test": []}
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(digits.target == c))
-        parts["test"] += list(idx[:50])
-        parts["val"] += list(idx[50:70])
-        parts["train"] += list(idx[70:70 + DIGITS_LT_TRAIN_COUNTS[c]])
-    paths = {}
-    for name, rows in parts.items():
-        header = ",".join([f"p{i}" for i in range(64)] + ["label"])
-        lines = [header] + [",".join(f"{v:g}" for v in digits.data[i]) + f",{digits.target[i]}"
-                            for i in rows]
-        paths[name] = os.path.join(out, f"{name}.csv")
-        with open(paths[name], "w") as f:
-            f.write("\n".join(lines) + "\n")
-    return paths
 
 
 def main(argv=None) -> int:
@@ -61,7 +39,7 @@ def main(argv=None) -> int:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        paths = _tables(tmp)
+        paths = digits_lt_tables(tmp)
         test = lt.Dataset.open(paths["test"])
         rows = []
         for entry in args.strategies.split(","):

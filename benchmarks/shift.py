@@ -19,39 +19,12 @@ resamples of 10,000 samples) against a loop over resamples with scikit-learn.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 
 import numpy as np
 
-
-def _tables(out: str) -> dict[str, str]:
-    from sklearn.datasets import load_digits
-
-    from longtail.demo import DIGITS_LT_TRAIN_COUNTS
-
-    digits = load_digits()
-    rng = np.random.default_rng(0)
-    parts = {"train": [], "val": [], "test": []}
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(digits.target == c))
-        parts["test"] += idx[:50].tolist()
-        parts["val"] += idx[50:70].tolist()
-        parts["train"] += idx[70:70 + DIGITS_LT_TRAIN_COUNTS[c]].tolist()
-    # Pixels constant over the training rows are left out: the MLP standardises
-    # by the training variance, and a zero variance would blow up any other value.
-    keep = np.flatnonzero(digits.data[parts["train"]].std(axis=0) > 0)
-    paths = {}
-    os.makedirs(out, exist_ok=True)
-    for name, rows in parts.items():
-        paths[name] = os.path.join(out, f"{name}.csv")
-        with open(paths[name], "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow([f"p{i}" for i in keep] + ["label"])
-            for i in rows:
-                w.writerow(digits.data[i, keep].tolist() + [str(digits.target[i])])
-    return paths
+from benchmarks._digits import digits_lt_tables
 
 
 def _logits(model, path, names):
@@ -77,7 +50,7 @@ def shift_table(epochs: int, out: str, strategies=("none", "class-weight", "logi
     from longtail.demo import DIGITS_LT_TRAIN_COUNTS
     from longtail.training import train
 
-    paths = _tables(out)
+    paths = digits_lt_tables(out, drop_constant=True)
     train_prior = np.asarray(DIGITS_LT_TRAIN_COUNTS, float) / sum(DIGITS_LT_TRAIN_COUNTS)
     order = np.argsort(train_prior, kind="stable")
     reverse = np.empty_like(train_prior)

@@ -77,7 +77,10 @@ __all__ = [
     "DataError",
     "DecodeError",
     "ConfigError",
-    *_LAZY,
+    # The torch and tf adapters need their framework: `from longtail import *`
+    # leaves them out (it must work without torch, and must not rebind a
+    # user's `torch` or `tf`); `longtail.torch` and `longtail.tf` still work.
+    *(name for name in _LAZY if name not in ("tf", "torch")),
 ]
 
 
@@ -92,4 +95,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(__all__)
+    return sorted({*__all__, *_LAZY})

@@ -34,13 +34,9 @@ from sklearn.metrics import (
 
 from longtail import _validation as v
 from longtail.errors import ConfigError
-from longtail.losses._base import (
-    ClassWeightedLoss,
-    ClassWeightState,
-    as_counts,
-    check_number,
-    effective_number_weights,
-)
+from longtail.evaluation import _to_numpy, predict_batches
+from longtail.losses._base import ClassWeightedLoss, ClassWeightState, _to_vector, check_number
+from longtail.weights import class_weights
 
 __all__ = ["DeferredReweighting", "PerClassMetrics", "track_loss_state"]
 
@@ -117,7 +113,9 @@ class DeferredReweighting(keras.callbacks.Callback):
 
     Before ``start_epoch`` the loss is unweighted (all class weights 1);
     from ``start_epoch`` on, each class is weighted by its effective-number
-    weight ``(1 - beta) / (1 - beta ** n_c)``, normalised to sum to k. The
+    weight ``(1 - beta) / (1 - beta ** n_c)``, normalised to sum to k: the
+    weights of ``longtail.class_weights(counts=..., strategy="effective")``
+    (:func:`longtail.weights.effective_number_weights`). The
     weights are assigned to the loss' class-weight variable at the start of
     every epoch, so resuming with ``initial_epoch`` gives the right weights.
     Any class-weighted longtail loss works (:class:`longtail.losses.LDAM`,
@@ -126,7 +124,8 @@ class DeferredReweighting(keras.callbacks.Callback):
 
     Args:
         class_counts: Training samples per class, in class index order. A
-            zero count is counted as one sample, with a warning.
+            class with no samples gets weight 0.0, with a warning (as in
+            :func:`longtail.class_weights`); the others keep their weights.
         start_epoch: First epoch (0-based, as Keras counts) with weights;
             the paper uses 160 of 200.
         beta: Effective-number beta in [0, 1); the paper uses 0.9999.
@@ -144,10 +143,11 @@ class DeferredReweighting(keras.callbacks.Callback):
     def __init__(self, class_counts, start_epoch, beta=0.999):
         super().__init__()
         v.integer("start_epoch", start_epoch, min=0)
-        self.class_counts = [float(c) for c in as_counts(class_counts)]
+        self.class_counts = [float(c) for c in _to_vector(class_counts, "class_counts")]
         self.start_epoch = int(start_epoch)
         self.beta = check_number(beta, "beta", 0.0, 1.0, high_open=True)
-        self.weights_ = effective_number_weights(self.class_counts, self.beta)
+        weights = class_weights(counts=self.class_counts, strategy="effective", beta=self.beta)
+        self.weights_ = np.array([weights[i] for i in range(len(weights))])
         self._losses: list[ClassWeightedLoss] = []
 
     def set_model(self, model):
@@ -197,16 +197,6 @@ class DeferredReweighting(keras.callbacks.Callback):
         weights = self.weights_for_epoch(epoch)
         for loss in self._losses:
             loss.set_class_weight(weights)
-
-
-def _to_numpy(value) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach"):  # torch, possibly on GPU
-        value = value.detach().cpu()
-    if hasattr(value, "numpy"):
-        return np.asarray(value.numpy())
-    return np.asarray(value)
 
 
 def _class_indices(y: np.ndarray, what: str) -> np.ndarray:
@@ -292,45 +282,29 @@ class PerClassMetrics(keras.callbacks.Callback):
         self.steps = steps
         self.per_class_: dict | None = None
 
-    def _batches(self):
-        data = self.validation_data
-        if isinstance(data, keras.utils.PyDataset):
-            batches = (data[i] for i in range(len(data)))
-        else:
-            batches = iter(data)
-        for step, batch in enumerate(batches):
-            if self.steps is not None and step >= self.steps:
-                return
-            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-                raise ConfigError(
-                    "`validation_data` must yield (x, y) or (x, y, sample_weight) "
-                    f"batches; got {type(batch).__name__}"
-                )
-            yield batch[0], batch[1]
-
     def predict(self) -> tuple[np.ndarray, np.ndarray, int]:
         """True and predicted class indices over the validation data.
 
         Returns:
             ``(y_true, y_pred, k)`` with k the number of model outputs.
         """
-        if isinstance(self.validation_data, tuple):
-            x, y = self.validation_data[:2]
+        data = self.validation_data
+        if isinstance(data, tuple):
+            x, y = data[:2]
             out = _to_numpy(self.model.predict(x, batch_size=self.batch_size, verbose=0))
             return (_class_indices(_to_numpy(y), "labels"),
                     _class_indices(out, "predictions"), out.shape[-1])
-        trues, preds, k = [], [], 0
-        for x, y in self._batches():
-            out = _to_numpy(self.model.predict_on_batch(x))
-            preds.append(_class_indices(out, "predictions"))
-            trues.append(_class_indices(_to_numpy(y), "labels"))
-            k = out.shape[-1]
-        if not trues:
+        batches = data
+        if isinstance(data, keras.utils.PyDataset):
+            batches = (data[i] for i in range(len(data)))
+        y_true, out = predict_batches(self.model, batches, self.steps,
+                                      name="validation_data", error=ConfigError)
+        if not len(y_true):
             raise ConfigError(
                 "`validation_data` yielded no batches (an iterator that was "
                 "exhausted by an earlier epoch?); pass a re-iterable source"
             )
-        return np.concatenate(trues), np.concatenate(preds), k
+        return y_true, _class_indices(out, "predictions"), out.shape[-1]
 
     def on_epoch_end(self, epoch, logs=None):
         y_true, y_pred, k = self.predict()

@@ -9,6 +9,7 @@ so a million-file index takes tens of MB. Datasets are immutable:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -24,7 +25,7 @@ from longtail.options import MAX_PIXELS
 from longtail.sources import (CacheSource, FeatureSource, FileSource, Indexed, Source,
                               is_cache, open_folder, read_manifest)
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "fingerprint"]
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 WEIGHT_STRATEGIES = ("balanced", "inverse", "sqrt", "effective")  # the columns of describe()
@@ -439,15 +440,11 @@ class Dataset:
         ``image_size`` takes ``64``, ``"64x48"`` or ``(64, 48)`` (height
         first), as ``train`` and ``--image-size`` do.
         """
+        options = dict(locals())  # every argument, by the names make_loader takes
+        del options["self"]
         from longtail.loader import make_loader
 
-        return make_loader(self, batch_size=batch_size, image_size=image_size,
-                           sampling=sampling, class_weight=class_weight,
-                           label_mode=label_mode, seed=seed, shard=shard,
-                           num_workers=num_workers, prefetch=prefetch, on_error=on_error,
-                           color_mode=color_mode, resize=resize, dtype=dtype,
-                           epoch_length=epoch_length, drop_remainder=drop_remainder,
-                           max_pixels=max_pixels)
+        return make_loader(self, **options)
 
     def describe(self) -> dict:
         """What ``longtail stats`` prints: counts, shares and class weights per class.
@@ -536,6 +533,42 @@ class Dataset:
                     and (self.weights is None) == (other.weights is None)
                     and (self.weights is None or np.array_equal(self.weights, other.weights))
                     and self.source.same_samples(other.source))
+
+
+def fingerprint(ds: Dataset) -> str:
+    """A digest of a dataset's index: class names, labels, paths or rows, weights.
+
+    The one fingerprint of a dataset: a resumed run checks with it that it
+    sees the data it started with, and a cache build that the DATA of each
+    part and of a continued build is the same. Files edited in place under
+    the same name are not detected. Paths count as :meth:`Dataset.save`
+    stores them, so a validation Dataset object matches the val.parquet a
+    resumed run reopens.
+    """
+    ds = ds._rooted()
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([ds.kind, ds.class_names]).encode())
+    digest.update(np.ascontiguousarray(ds.labels, dtype="<i4").tobytes())
+    if ds.features is not None:
+        digest.update(np.ascontiguousarray(ds.features, dtype="<f4").tobytes())
+    if ds.relative_paths is not None:
+        digest.update(_string_bytes(ds.relative_paths))
+    if ds.weights is not None:
+        digest.update(np.ascontiguousarray(ds.weights, dtype="<f4").tobytes())
+    if ds.cache_rows is not None:
+        digest.update(np.ascontiguousarray(ds.cache_rows, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _string_bytes(array) -> bytes:
+    """An Arrow string array as its offsets and characters (no per-string loop)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
+    offsets = offsets[array.offset:array.offset + len(array) + 1].astype("<i8")
+    chars = memoryview(array.buffers()[2] or b"")[offsets[0]:offsets[-1]]
+    return (offsets - offsets[0]).tobytes() + bytes(chars)
 
 
 # ------------------------------------------------------------------ helpers

@@ -13,11 +13,13 @@ Every failure raises :class:`longtail.errors.DecodeError` naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import stat
 import struct
+import threading
 import tokenize
 import warnings
 
@@ -30,7 +32,8 @@ from longtail.errors import DecodeError
 from longtail.options import COLOR_MODES, DTYPES, RESIZE_MODES  # noqa: F401 (re-exported)
 from longtail.options import ImageOptions as DecodeOptions
 
-__all__ = ["DecodeOptions", "decode_image", "read_file", "read_image", "sniff_format"]
+__all__ = ["DecodeOptions", "decode_image", "opencv_on_calling_thread", "read_file", "read_image",
+           "sniff_format"]
 
 _PIL_MODE = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
 _JPEG_COLORSPACE = {"rgb": "RGB", "grayscale": "GRAY", "rgba": "RGBA"}
@@ -43,13 +46,55 @@ _ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[:
 # Pillow warns about damaged EXIF/TIFF metadata once per distinct message,
 # and the byte counts in the message make each file distinct: on a large
 # dataset that is thousands of lines about metadata whose pixels decode fine.
-# (Files whose pixels fail raise DecodeError and are reported as such.)
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
-# Samples are decoded in the loader's (or the cache builder's) own threads;
-# OpenCV's internal thread pool would only compete with them for the cores
-# (measured: 4 loader threads used 0.76 cores with it, 1.0 without), so its
-# functions run on the calling thread, as PyTorch data loaders usually set.
-cv2.setNumThreads(0)
+# (Files whose pixels fail raise DecodeError and are reported as such.) The
+# warnings are hidden while Pillow decodes (see _quiet_metadata), not by a
+# filter that importing longtail would install.
+
+
+def opencv_on_calling_thread() -> None:
+    """Runs OpenCV's functions on the thread that calls them.
+
+    Called where longtail starts its own decoding threads (the loader's
+    workers, the cache builder, ``longtail predict``), never at import:
+    OpenCV's internal thread pool would only compete with those threads for
+    the cores (measured: 4 loader threads used 0.76 cores with it, 1.0
+    without), as PyTorch data loaders usually set. The setting is OpenCV's,
+    for the whole process, and stays after the pool ends.
+    """
+    cv2.setNumThreads(0)
+
+
+_METADATA_FILTER = ("ignore", None, UserWarning, re.compile(r"PIL\.TiffImagePlugin"), 0)
+_METADATA_LOCK = threading.Lock()
+_quiet_decodes = 0
+
+
+@contextlib.contextmanager
+def _quiet_metadata():
+    """Hides Pillow's warnings about damaged EXIF/TIFF metadata while Pillow decodes.
+
+    One filter entry stays in ``warnings.filters`` while any Pillow decode
+    of longtail runs, and is taken out when the last one ends. It is not
+    ``warnings.catch_warnings``: that swaps the process-wide list, so threads
+    that enter and leave it in turn restore each other's lists; and the
+    entry is put in place directly, without the notice ``filterwarnings``
+    gives, after which Python would forget which warnings it has shown once.
+    """
+    global _quiet_decodes
+    with _METADATA_LOCK:
+        _quiet_decodes += 1
+        if _quiet_decodes == 1:
+            warnings.filters.insert(0, _METADATA_FILTER)
+    try:
+        yield
+    finally:
+        with _METADATA_LOCK:
+            _quiet_decodes -= 1
+            if _quiet_decodes == 0:
+                with contextlib.suppress(ValueError):  # a catch_warnings exit took it out
+                    warnings.filters.remove(_METADATA_FILTER)
+
+
 # Downscale factor above which a plain bilinear resize would skip source
 # pixels (aliasing); past it OpenCV's area averaging is used instead.
 _LINEAR_MAX_FACTOR = 2.0
@@ -286,6 +331,11 @@ def _to_mode(im: Image.Image, color_mode: str) -> Image.Image:
 
 
 def _decode_pillow(data, options, path):
+    with _quiet_metadata():
+        return _decode_pillow_image(data, options, path)
+
+
+def _decode_pillow_image(data, options, path):
     try:
         im = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError as e:

@@ -19,7 +19,7 @@ from longtail import _io
 from longtail.errors import ConfigError, DataError
 from longtail.metrics import _resolve_counts, compute_metrics
 
-__all__ = ["evaluate", "EvaluationReport"]
+__all__ = ["evaluate", "EvaluationReport", "predict_batches", "to_logits"]
 
 
 class EvaluationReport:
@@ -125,18 +125,34 @@ def _labels_of(y) -> np.ndarray:
     return y.reshape(-1).astype(np.int64)
 
 
-def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Runs the model batch by batch; returns (y_true, raw outputs)."""
+def predict_batches(model, batches: Iterable, steps: int | None = None, *,
+                    name: str = "data", error: type = DataError
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a model over ``(x, y)`` or ``(x, y, w)`` batches, one at a time.
+
+    The one prediction loop: :func:`evaluate` and
+    :class:`longtail.callbacks.PerClassMetrics` both go through it.
+
+    Args:
+        model: A Keras model (``predict_on_batch`` is used) or a callable
+            ``model(x, training=False)``.
+        batches: An iterable of batches; ``y`` sparse, one-hot or soft.
+        steps: Stop after this many batches (default: all).
+        name: The argument the batches came from, for error messages.
+        error: The error class raised for a batch of the wrong form.
+
+    Returns:
+        ``(y_true, outputs)``: int64 class indices ``(n,)`` and float64
+        outputs ``(n, units)``; both empty when no batch came.
+    """
     predict = getattr(model, "predict_on_batch", None)
     ys, outs = [], []
     for step, batch in enumerate(batches):
         if steps is not None and step >= steps:
             break
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-            raise DataError(
-                "each batch of `data` must be a tuple (x, y) or (x, y, w); "
-                f"got {type(batch).__name__}"
-            )
+            raise error(f"`{name}` must yield (x, y) or (x, y, sample_weight) batches; "
+                        f"got {type(batch).__name__}")
         x, y = batch[0], batch[1]
         out = predict(x) if predict is not None else model(x, training=False)
         if isinstance(out, (list, tuple, Mapping)):
@@ -144,8 +160,16 @@ def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, n
         ys.append(_labels_of(y))
         outs.append(_to_numpy(out).astype(np.float64).reshape(len(ys[-1]), -1))
     if not ys:
-        raise DataError("`data` yielded no batches: there is nothing to evaluate")
+        return np.zeros(0, np.int64), np.zeros((0, 0))
     return np.concatenate(ys), np.concatenate(outs)
+
+
+def _collect(model, batches: Iterable, steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the model batch by batch; returns (y_true, raw outputs)."""
+    y_true, outputs = predict_batches(model, batches, steps)
+    if not len(y_true):
+        raise DataError("`data` yielded no batches: there is nothing to evaluate")
+    return y_true, outputs
 
 
 def _drop_unreadable(batches, y_true, scores, steps):
@@ -171,9 +195,28 @@ def _drop_unreadable(batches, y_true, scores, steps):
     return y_true[keep], scores[keep], errors
 
 
-def _looks_like_probabilities(scores: np.ndarray) -> bool:
+#: How far a row's sum may be from 1 for the row to count as probabilities: a
+#: float16 softmax (mixed precision) sums within ~1e-3, a float32 one within ~1e-6.
+PROBABILITY_ATOL = 1e-3
+
+
+def looks_like_probabilities(scores: np.ndarray) -> bool:
+    """Whether every row of ``scores`` is in [0, 1] and sums to 1 (within 1e-3)."""
+    scores = np.asarray(scores)
     return bool(np.all(scores >= 0) and np.all(scores <= 1)
-                and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+                and np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_ATOL))
+
+
+def to_logits(scores: np.ndarray, from_logits: bool | None = None) -> np.ndarray:
+    """A model's outputs as logits: the log of probabilities, logits as they are.
+
+    ``from_logits=None`` decides with :func:`looks_like_probabilities`; what
+    :func:`evaluate` and ``longtail predict`` do with any model's outputs.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if from_logits is None:
+        from_logits = not looks_like_probabilities(scores)
+    return scores if from_logits else np.log(np.maximum(scores, 1e-12))
 
 
 def _two_columns(out: np.ndarray) -> np.ndarray:
@@ -294,9 +337,7 @@ def evaluate(
                       f"{len(data)}; metrics cover only those yielded", UserWarning,
                       stacklevel=2)
 
-    if from_logits is None:
-        from_logits = not _looks_like_probabilities(scores)
-    logits = scores if from_logits else np.log(np.clip(scores, 1e-12, None))
+    logits = to_logits(scores, from_logits)
     if posthoc_tau is not None:
         p = _resolve_priors(priors, train_counts, class_names)
         from longtail.posthoc import adjust_logits

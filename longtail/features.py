@@ -87,9 +87,8 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
             holds another run's parts, or other shards disagree.
     """
     from longtail.backbones import build_backbone
-    from longtail.dataset import Dataset
+    from longtail.dataset import Dataset, fingerprint
     from longtail.options import parse_image_size
-    from longtail.training.checkpoint import fingerprint
 
     if not str(out).endswith(".parquet"):
         raise ConfigError(f"--out {out}: a feature store is a .parquet file; end the name "

@@ -113,13 +113,7 @@ def make_loader(dataset, batch_size: int, image_size=None, sampling="shuffle",
         ...                      sampling="balanced")  # doctest: +SKIP
         >>> model.fit(loader, epochs=10)                # doctest: +SKIP
     """
-    return Loader(dataset, batch_size=batch_size, image_size=image_size,
-                  sampling=sampling, class_weight=class_weight,
-                  label_mode=label_mode, seed=seed, shard=shard,
-                  num_workers=num_workers, prefetch=prefetch, on_error=on_error,
-                  color_mode=color_mode, resize=resize, dtype=dtype,
-                  epoch_length=epoch_length, drop_remainder=drop_remainder,
-                  max_pixels=max_pixels)
+    return Loader(**locals())  # every argument, by the names Loader takes
 
 
 class Loader(DataAdapter):
@@ -317,6 +311,10 @@ class Loader(DataAdapter):
         ds = grain.MapDataset.range(start, self._num_batches).map(
             lambda b: self._make_batch(epoch, b))
         threads = self.num_workers if self.prefetch else 0
+        if threads and self.source.is_image:
+            from longtail.decode import opencv_on_calling_thread
+
+            opencv_on_calling_thread()
         return iter(ds.to_iter_dataset(grain.ReadOptions(
             num_threads=threads, prefetch_buffer_size=self.prefetch if threads else 0)))
 

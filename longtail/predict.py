@@ -62,7 +62,7 @@ def collect_inputs(inputs: Sequence[str], extensions=None,
 
 def _batches(paths, options, batch_size, workers) -> Iterator[tuple[list, np.ndarray, list]]:
     """Yields (paths, decoded stack or None, errors) per batch, decoding ahead."""
-    from longtail.decode import read_image
+    from longtail.decode import opencv_on_calling_thread, read_image
 
     def load(path):
         try:
@@ -70,6 +70,7 @@ def _batches(paths, options, batch_size, workers) -> Iterator[tuple[list, np.nda
         except DecodeError as e:
             return None, e.reason
 
+    opencv_on_calling_thread()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
         pending = [pool.map(load, chunk) for chunk in chunks[:2]]
@@ -137,11 +138,10 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
 
 
 def _probabilities(model, x, priors, posthoc_tau) -> np.ndarray:
+    from longtail.evaluation import to_logits
     from longtail.posthoc import adjust_logits
 
-    logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
-    if np.all(logits >= 0) and np.allclose(logits.sum(axis=1), 1.0, atol=1e-4):
-        logits = np.log(np.maximum(logits, 1e-12))  # a softmax model
+    logits = to_logits(model.predict_on_batch(x))  # a softmax model's log
     if posthoc_tau:
         logits = adjust_logits(logits, priors, posthoc_tau)
     logits -= logits.max(axis=1, keepdims=True)

@@ -103,7 +103,7 @@ class Strategy:
         counts = np.asarray(counts, dtype=np.float64)
         share = resolve_sampling(self.sampling).class_shares(counts)
         if self.class_weight is not None:
-            weights = class_weights(_Counts(counts), self.class_weight,
+            weights = class_weights(counts=counts, strategy=self.class_weight,
                                     beta=params.get("beta", 0.999))
             share = share * np.array([weights[i] for i in range(len(counts))])
         return share / share.sum()
@@ -115,14 +115,6 @@ class Strategy:
         share = self.trained_distribution(counts, params)
         floor = share[share > 0].min() if (share > 0).any() else 1.0
         return np.log(np.maximum(share, floor)).astype(np.float32)
-
-
-class _Counts:
-    """Class counts in the form :func:`class_weights` reads from a Dataset."""
-
-    def __init__(self, counts):
-        self.class_counts = np.asarray(counts)
-        self.class_names = [str(i) for i in range(len(counts))]
 
 
 def _ones(counts, params):

@@ -106,12 +106,7 @@ def class_weights_from(ds, strategy="balanced", *, beta: float = 0.999,
         raise ConfigError("the dataset's `file_paths` is empty: no files to count")
     labels = _class_of_paths(paths, names)
     counts = np.bincount(labels, minlength=len(names)).astype(np.float64)
-
-    class _Counts:  # what longtail.class_weights reads from a Dataset
-        class_counts = counts
-        class_names = names
-
-    return class_weights(_Counts, strategy, beta=beta)
+    return class_weights(counts=counts, strategy=strategy, beta=beta, class_names=names)
 
 
 def _label_spec(ds):

@@ -9,13 +9,15 @@ one weight per sample for sparse, one-hot or soft labels alike.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from longtail import _validation as v
 from longtail.errors import ConfigError
 
-__all__ = ["class_weights", "sample_weights", "resolve_class_weight", "STRATEGIES"]
+__all__ = ["class_weights", "sample_weights", "resolve_class_weight", "effective_number_weights",
+           "STRATEGIES"]
 
 
 def _balanced(counts: np.ndarray, beta: float) -> np.ndarray:
@@ -30,10 +32,35 @@ def _sqrt(counts: np.ndarray, beta: float) -> np.ndarray:
     return np.sqrt(counts.max() / counts)
 
 
-def _effective(counts: np.ndarray, beta: float) -> np.ndarray:
-    # Cui et al. 2019: weight = 1 / effective number = (1 - beta) / (1 - beta^n).
-    weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
-    return weights * (len(counts) / weights.sum())
+def effective_number_weights(counts, beta: float = 0.999) -> np.ndarray:
+    """Class-balanced weights of Cui et al. (2019): the inverse effective number.
+
+    ``w_c = (1 - beta) / (1 - beta ** n_c)``, scaled so that the weights of
+    the classes with samples sum to their number. A class with no samples
+    gets 0.0 and leaves the others as they would be without it. The one
+    formula behind the ``effective`` class weights (and so the
+    ``effective-weight`` strategy), :class:`longtail.losses.ClassBalanced`
+    and :class:`longtail.callbacks.DeferredReweighting`.
+
+    Args:
+        counts: Samples per class (>= 0; soft-label column sums may be fractions).
+        beta: In [0, 1). 0 gives equal weights; towards 1, inverse frequency.
+
+    Returns:
+        A float64 array with one weight per class.
+
+    Example:
+        >>> effective_number_weights([3, 1, 0], beta=0.5).round(4).tolist()
+        [0.7273, 1.2727, 0.0]
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if not 0.0 <= beta < 1.0:
+        raise ConfigError(f"`beta` must be in [0, 1); got {beta:g}")
+    weights = np.zeros(len(counts))
+    present = counts > 0
+    raw = (1.0 - beta) / (1.0 - np.power(beta, counts[present]))
+    weights[present] = raw * (np.count_nonzero(present) / raw.sum())
+    return weights
 
 
 #: Named strategies: each maps class counts (all > 0) to one weight per class.
@@ -41,7 +68,7 @@ STRATEGIES: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "balanced": _balanced,
     "inverse": _inverse,
     "sqrt": _sqrt,
-    "effective": _effective,
+    "effective": effective_number_weights,
 }
 
 
@@ -63,17 +90,20 @@ def _counts_of(data, num_classes: int | None) -> tuple[np.ndarray, list[str] | N
 
 
 def class_weights(
-    data,
+    data=None,
     strategy: str | Mapping | Callable = "balanced",
     *,
     beta: float = 0.999,
     num_classes: int | None = None,
+    counts=None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[int, float]:
     """Computes one weight per class.
 
     Args:
         data: A :class:`longtail.Dataset`, or labels: sparse class indices
-            ``(n,)``, one-hot or soft rows ``(n, k)``.
+            ``(n,)``, one-hot or soft rows ``(n, k)``. Leave it out when
+            giving ``counts``.
         strategy: One of
             ``"balanced"`` (``n / (k * n_c)``, equal to scikit-learn's
             ``compute_class_weight("balanced")``),
@@ -87,6 +117,10 @@ def class_weights(
         beta: The ``effective`` strategy's beta, in [0, 1).
         num_classes: Number of classes when ``data`` is sparse labels whose
             highest classes may be absent.
+        counts: Samples per class, instead of ``data`` (what a Dataset's
+            ``class_counts`` holds; fractions such as soft-label sums work).
+        class_names: Names of the classes, for dict keys and warnings;
+            default a Dataset's names, else none (indices).
 
     Returns:
         ``{class_index: weight}`` for every class, in ``class_names`` order.
@@ -96,8 +130,20 @@ def class_weights(
     Example:
         >>> class_weights([0, 0, 0, 1], "balanced")
         {0: 0.6666666666666666, 1: 2.0}
+        >>> class_weights(counts=[3, 1], class_names=["cat", "dog"])
+        {0: 0.6666666666666666, 1: 2.0}
     """
-    counts, names = _counts_of(data, num_classes)
+    if (data is None) == (counts is None):
+        raise ConfigError("pass either `data` (a Dataset or labels) or `counts`, exactly one")
+    if counts is None:
+        counts, names = _counts_of(data, num_classes)
+    else:
+        counts, names = _given_counts(counts), None
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if len(names) != len(counts):
+            raise ConfigError(f"`class_names` must name the {len(counts)} classes; "
+                              f"got {len(names)} names")
     k = len(counts)
     if isinstance(strategy, Mapping):
         return _from_mapping(strategy, k, names)
@@ -128,6 +174,13 @@ def class_weights(
     weights = np.zeros(k)
     weights[present] = STRATEGIES[strategy](counts[present], beta)
     return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _given_counts(counts) -> np.ndarray:
+    array = v.class_vector("counts", counts, np.size(counts))
+    if (array < 0).any():
+        raise ConfigError(f"`counts` must be >= 0 for every class; got {array.tolist()}")
+    return array
 
 
 def _from_mapping(mapping: Mapping, k: int, names: list[str] | None) -> dict[int, float]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import atexit
 import functools
-import importlib.util
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import warnings
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script too
+from _backends import BACKENDS, require_backend, start_script  # noqa: E402
 
 K = 5
 N = 12
@@ -27,8 +27,6 @@ PRIORS = [c / sum(COUNTS) for c in COUNTS]
 WEIGHTS = [0.5, 1.0, 2.0, 4.0, 0.0]
 ZERO_COUNTS = [500.0, 120.0, 0.0, 8.0, 2.0]
 ZERO_PRIORS = [0.7, 0.2, 0.0, 0.06, 0.04]
-BACKENDS = ("jax", "torch", "tensorflow")
-_IMPORT_NAME = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 
 #: name -> (loss class name, constructor kwargs). Every loss of
 #: longtail.losses.LOSSES must appear at least once (checked by the tests).
@@ -66,15 +64,6 @@ DRW_LOSS = {"class_counts": COUNTS, "scale": 1.0}
 
 
 _RUNS: dict = {}
-# The inputs are tiny: one thread each avoids the backends' thread pools
-# spinning against each other and the test process.
-_ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-}
 
 
 def start_backends() -> None:
@@ -89,26 +78,19 @@ def start_backends() -> None:
     import keras
 
     here = keras.backend.backend()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-        TF_CPP_MIN_LOG_LEVEL="3", **_ONE_THREAD)
     for backend in BACKENDS:
-        if backend == here or importlib.util.find_spec(_IMPORT_NAME[backend]) is None:
-            continue
-        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
-                                env=dict(env, KERAS_BACKEND=backend), cwd=root,
-                                stdout=out, stderr=err, text=True)
-        _RUNS[backend] = (proc, out, err)
+        if backend != here:
+            run = start_script(os.path.basename(__file__), backend, one_thread=True)
+            if run is not None:
+                _RUNS[backend] = run
     _RUNS[here] = None  # computed in this process
     atexit.register(_kill_runs)
 
 
 def _kill_runs() -> None:
     for run in _RUNS.values():
-        if run is not None and run[0].poll() is None:
-            run[0].kill()
+        if run is not None:
+            run.kill()
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,20 +110,24 @@ def run_all_backends(timeout: float = 300.0) -> dict:
                     warnings.simplefilter("ignore", UserWarning)  # *_zero cases
                     results[backend] = collect()
             continue
-        proc, out, err = run
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.seek(0)
-        err.seek(0)
-        lines = [line for line in out.read().splitlines() if line.startswith(MARKER)]
-        if proc.returncode == 0 and lines:
+        code, out, err = run.result(timeout)
+        lines = [line for line in out.splitlines() if line.startswith(MARKER)]
+        if code == 0 and lines:
             results[backend] = json.loads(lines[-1][len(MARKER):])
         else:
-            results[backend] = f"exit {proc.returncode}:\n{err.read()[-3000:]}"
+            results[backend] = f"exit {code}:\n{err[-3000:]}"
     return results
+
+
+def result_of(backend: str) -> dict:
+    """The result under ``backend``: a skip when it is not installed, a failure if its run was."""
+    require_backend(backend)
+    result = run_all_backends()[backend]
+    if isinstance(result, str):
+        import pytest
+
+        pytest.fail(f"the {backend} subprocess failed: {result}")
+    return result
 
 
 def make_inputs():

@@ -1,5 +1,6 @@
 """Tests for longtail.cache: build, read, resume, parts, corruption, --check, kills."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -100,9 +101,14 @@ def test_manifest_records_everything_the_issue_lists(data, tmp_path):
         (name, entry), = shard["files"].items()
         path = tmp_path / "c" / "shards" / name
         assert entry["bytes"] == os.path.getsize(path)
-        import hashlib
         assert entry["blake2b"] == hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-    rows = pq.read_table(tmp_path / "c" / m["rows_file"]["name"])
+    rows_path = tmp_path / "c" / m["rows_file"]["name"]
+    assert m["rows_file"]["bytes"] == os.path.getsize(rows_path)
+    assert m["rows_file"]["blake2b"] == hashlib.blake2b(rows_path.read_bytes(),
+                                                        digest_size=16).hexdigest()
+    assert m["rows_file"]["name"] == f"rows-{m['rows_file']['blake2b'][:16]}.parquet"
+    assert not [e for e in os.listdir(tmp_path / "c") if e.startswith(".")]  # no temp left
+    rows = pq.read_table(rows_path)
     first = os.path.join(data, rows.column("path")[0].as_py())
     st = os.stat(first)
     assert rows.column("size")[0].as_py() == st.st_size
@@ -273,6 +279,23 @@ def test_rerun_skips_complete_shards_and_repairs_damaged_ones(data, tmp_path):
     os.remove(os.path.join(data, "ant", "000.png"))
     with pytest.raises(ConfigError, match="different data"):
         build_cache(data, tmp_path / "c", image_size=16)
+
+
+def test_build_and_resume_share_one_dataset_fingerprint(data, tmp_path):
+    from longtail.dataset import fingerprint
+    from longtail.training import checkpoint
+
+    _build(data, tmp_path / "c")
+    with open(tmp_path / "c" / "build.json", encoding="utf-8") as f:
+        plan = json.load(f)
+    ds = lt.Dataset.open(data)
+    # The cache build and a resumed training run hash the same thing.
+    assert plan["fingerprint"] == fingerprint(ds) == checkpoint.fingerprint(ds)
+    assert _digests(tmp_path / "c")["source"]["fingerprint"] == plan["fingerprint"]
+    os.rename(os.path.join(data, "cow", "000.png"), os.path.join(data, "cow", "00x.png"))
+    assert fingerprint(lt.Dataset.open(data)) != plan["fingerprint"]
+    with pytest.raises(ConfigError, match="different data"):
+        build_cache(data, tmp_path / "c", image_size=16, rows_per_shard=4)
 
 
 def test_a_corrupted_shard_is_refused_with_its_name(data, tmp_path, capsys):

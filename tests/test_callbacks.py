@@ -16,13 +16,13 @@ from _loss_backend_values import (
     DRW_START,
     K,
     make_drw_data,
-    run_all_backends,
+    result_of,
     start_backends,
 )
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
 from longtail import callbacks, losses
-from longtail.errors import ConfigError
+from longtail.errors import ConfigError, DataError
 
 
 def np_effective_weights(counts, beta):
@@ -232,6 +232,33 @@ def test_per_class_metrics_over_a_py_dataset():
     assert logs == pytest.approx(want, rel=1e-12)
 
 
+def test_per_class_metrics_and_evaluate_share_one_prediction_loop():
+    from longtail.evaluation import evaluate, predict_batches
+
+    model = fixed_model()
+    x, y = val_data()
+    batches = [(x[i:i + 16], np.eye(K)[y[i:i + 16]]) for i in range(0, len(y), 16)]
+    y_true, outputs = predict_batches(model, batches, steps=3)
+    np.testing.assert_array_equal(y_true, y[:48])
+    np.testing.assert_allclose(outputs, model.predict(x[:48], verbose=0), rtol=1e-6)
+    metrics = callbacks.PerClassMetrics(batches, steps=3)
+    metrics.set_model(model)
+    got_true, got_pred, k = metrics.predict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluate(model, batches, steps=3, bootstrap=False)
+    np.testing.assert_array_equal(got_true, report.y_true)
+    np.testing.assert_array_equal(got_pred, report.y_score.argmax(axis=1))
+    assert k == K and len(got_pred) == 48
+    # One message for a batch of the wrong form; each caller keeps its error class.
+    bad = callbacks.PerClassMetrics([[x]])
+    bad.set_model(model)
+    with pytest.raises(ConfigError, match=r"`validation_data` must yield \(x, y\) or"):
+        bad.predict()
+    with pytest.raises(DataError, match=r"`data` must yield \(x, y\) or"):
+        evaluate(model, [[x]])
+
+
 def test_per_class_metrics_bad_inputs():
     x, y = val_data()
     with pytest.raises(ConfigError, match="re-iterable"):
@@ -263,19 +290,9 @@ def test_per_class_metrics_bad_inputs():
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def backend_results():
-    return run_all_backends()
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_drw_changes_the_compiled_loss_at_start_epoch(backend_results, backend):
-    if backend not in backend_results:
-        pytest.skip(f"backend {backend} is not installed")
-    result = backend_results[backend]
-    if isinstance(result, str):
-        pytest.fail(f"the {backend} subprocess failed: {result}")
-    drw = result["drw"]
+def test_drw_changes_the_compiled_loss_at_start_epoch(backend):
+    drw = result_of(backend)["drw"]
     _, y = make_drw_data()
     weights = np_effective_weights(COUNTS, DRW_BETA)
     plain = np_ldam_mean_at_zero_logits(y, COUNTS, 0.5, DRW_LOSS["scale"], np.ones(K))

@@ -8,6 +8,7 @@ import pytest
 from conftest import make_tree
 
 import longtail as lt
+from longtail.dataset import fingerprint
 from longtail.errors import DataError
 
 
@@ -193,3 +194,30 @@ def test_index_memory_per_sample_is_compact():
     path_bytes = sum(len(p) for p in paths)
     overhead = ds.labels.nbytes + ds.relative_paths.nbytes - path_bytes
     assert overhead / n <= 150
+
+
+def test_fingerprint_follows_labels_paths_rows_and_weights(tmp_path):
+    paths = [f"c{i % 3}/{i}.png" for i in range(9)]
+    labels = [f"c{i % 3}" for i in range(9)]
+    ds = lt.Dataset.from_arrays(paths, labels, root=str(tmp_path))
+    same = lt.Dataset.from_arrays(list(paths), list(labels), root=str(tmp_path))
+    assert fingerprint(ds) == fingerprint(same)
+    # What the manifest stores (a saved and reloaded index) has the same fingerprint.
+    assert fingerprint(lt.Dataset.load(ds.save(tmp_path / "m.parquet"))) == fingerprint(ds)
+    relabelled = labels[:-1] + ["c0"]
+    renamed = paths[:-1] + ["c2/other.png"]
+    changed = [
+        lt.Dataset.from_arrays(paths, relabelled, root=str(tmp_path)),
+        lt.Dataset.from_arrays(renamed, labels, root=str(tmp_path)),
+        lt.Dataset.from_arrays(paths, labels, root=str(tmp_path), weights=np.ones(9)),
+        ds.subset(np.arange(8)),
+        lt.Dataset.from_arrays(np.zeros((9, 2), "float32"), labels),
+    ]
+    prints = {fingerprint(d) for d in changed}
+    assert len(prints) == len(changed) and fingerprint(ds) not in prints
+    # A feature row changed by one value changes it too.
+    features = np.arange(18, dtype="float32").reshape(9, 2)
+    edited = features.copy()
+    edited[4, 1] += 1
+    assert fingerprint(lt.Dataset.from_arrays(features, labels)) != fingerprint(
+        lt.Dataset.from_arrays(edited, labels))

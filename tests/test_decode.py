@@ -1,6 +1,8 @@
 """Tests for longtail.decode: every format and mode, orientation, errors."""
 
 import io
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -240,3 +242,31 @@ def test_options_normalise_image_size():
     assert DecodeOptions(image_size=64).image_size == (64, 64)
     assert DecodeOptions(image_size=[32, 48]).image_size == (32, 48)
     assert DecodeOptions(color_mode="rgba").channels == 4
+
+
+def _png_with_truncated_exif() -> bytes:
+    """A PNG whose eXIf chunk ends inside a tag's data: Pillow warns 'Truncated File Read'."""
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    exif[0x010E] = "x" * 40
+    out = io.BytesIO()
+    Image.fromarray(np.full((4, 4, 3), 90, np.uint8)).save(out, "PNG",
+                                                           exif=exif.tobytes()[:-30])
+    return out.getvalue()
+
+
+def test_pillow_metadata_warnings_are_hidden_only_while_decoding():
+    data = _png_with_truncated_exif()
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert decode_image(data, DecodeOptions(image_size=(4, 4))).mean() == 90
+        assert caught == []
+        with ThreadPoolExecutor(8) as pool:  # decodes that overlap in time
+            assert all(a.mean() == 90 for a in pool.map(
+                lambda _: decode_image(data, DecodeOptions(image_size=(4, 4))), range(64)))
+        assert caught == []
+        # Outside longtail's decode the same warning reaches the user.
+        Image.open(io.BytesIO(data)).getexif()
+        assert [str(w.message) for w in caught] == ["Truncated File Read"]
+    assert warnings.filters == before

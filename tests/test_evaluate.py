@@ -175,3 +175,48 @@ def test_bad_input_is_named(data, kw, error, match):
         data = _batches(*_arrays())
     with pytest.raises(error, match=match):
         evaluate(_model(), data, **kw)
+
+
+class _Fixed:
+    """A model whose outputs are given rows, one batch after another."""
+
+    def __init__(self, rows):
+        self.rows, self.at = np.asarray(rows, dtype=np.float32), 0
+
+    def predict_on_batch(self, x):
+        out = self.rows[self.at:self.at + len(x)]
+        self.at += len(x)
+        return out
+
+
+# A float16 softmax: rows in [0, 1] summing to 1 within 5e-4 (float32 sums within 1e-6).
+HALF = np.array([[0.7, 0.2, 0.0995], [0.1, 0.1, 0.7995], [0.3325, 0.3335, 0.3335]])
+
+
+@pytest.mark.parametrize("rows,probabilities", [
+    (HALF, True),
+    (HALF * (1.0 + 2e-3) / HALF.sum(axis=1, keepdims=True), False),  # sums to 1.002
+    (np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3], [0.0, 0.0, 1.0]]), False),
+])
+def test_evaluate_and_predict_share_one_probability_test(rows, probabilities, tmp_path):
+    from PIL import Image
+
+    from longtail.evaluation import looks_like_probabilities, to_logits
+    from longtail.predict import predict_files
+
+    assert looks_like_probabilities(rows) is probabilities
+    logits = np.log(rows.astype(np.float32)) if probabilities else rows.astype(np.float32)
+    report = _quiet(_Fixed(rows), [(np.zeros((3, 1)), np.array([0, 2, 1]))],
+                    class_names=["a", "b", "c"], bootstrap=False)
+    np.testing.assert_allclose(report.logits, logits, rtol=1e-6)
+    np.testing.assert_allclose(to_logits(rows), report.logits, rtol=1e-6)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(paths[-1])
+    text, failed = predict_files(_Fixed(rows), paths, class_names=["a", "b", "c"],
+                                 image_size=(4, 4), batch_size=3, workers=1)
+    shown = [float(r.split(",")[2]) for r in text.splitlines()[1:]]
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(shown, expected.max(axis=1), atol=1e-6)
+    assert not failed

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _backends import run_script
 
 import keras
 
@@ -78,13 +79,6 @@ def test_bad_factor():
 
 @pytest.mark.parametrize("backend", ["tensorflow", "torch"])
 def test_other_backends(backend):
-    import os
-    import subprocess
-    import sys
-
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_layers_backend.py")
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == f"ok {backend}"
+    code, out, err = run_script("_layers_backend.py", backend)
+    assert code == 0, err[-3000:]
+    assert out.strip().splitlines()[-1] == f"ok {backend}"

@@ -3,12 +3,11 @@
 import json
 import os
 import re
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from _backends import BACKENDS, require_backend, start_script
 from PIL import Image
 
 import longtail as lt
@@ -240,39 +239,29 @@ def test_keras_takes_the_loader_as_its_data_adapter(ds):
 
 
 # ---------------------------------------------------------- real fits
-BACKENDS = ("jax", "torch", "tensorflow")
-
-
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory):
-    """Runs tests/_fit_backend.py under the three backends at once."""
+    """Starts tests/_fit_backend.py under the installed backends at once."""
     root = tmp_path_factory.mktemp("fit")
     rng = np.random.default_rng(0)
     for i in range(24):
         name = "abc"[0 if i < 14 else 1 if i < 20 else 2]
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
             root / f"{name}_{i:02d}.png")
-    script = os.path.join(os.path.dirname(__file__), "_fit_backend.py")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    procs = {}
-    for backend in BACKENDS:
-        env = {**os.environ, "KERAS_BACKEND": backend,
-               "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-        procs[backend] = subprocess.Popen([sys.executable, script, str(root)], env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True)
+    runs = {b: start_script("_fit_backend.py", b, root) for b in BACKENDS}
     results = {}
-    for backend, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        results[backend] = json.loads(lines[-1]) if lines else {"error": err[-3000:]}
+    for backend, run in runs.items():
+        if run is not None:
+            code, out, err = run.result()
+            lines = [line for line in out.splitlines() if line.startswith("{")]
+            results[backend] = json.loads(lines[-1]) if lines else {"error": err[-3000:]}
     return results
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fit_on_every_backend_uses_weights_and_a_new_plan_each_epoch(fits, backend):
+    require_backend(backend)
     result = fits[backend]
     assert "error" not in result, result.get("error")
     assert result["backend"] == backend

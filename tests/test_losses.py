@@ -16,6 +16,7 @@ from _loss_backend_values import (
     PRIORS,
     WEIGHTS,
     make_inputs,
+    result_of,
     run_all_backends,
     start_backends,
 )
@@ -119,15 +120,6 @@ def _start_backend_runs():
 @pytest.fixture(scope="module")
 def backend_results():
     return run_all_backends()
-
-
-def result_for(backend_results, backend):
-    if backend not in backend_results:
-        pytest.skip(f"backend {backend} is not installed")
-    result = backend_results[backend]
-    if isinstance(result, str):
-        pytest.fail(f"the {backend} subprocess failed: {result}")
-    return result
 
 
 # ---------------------------------------------------------------------------
@@ -364,8 +356,8 @@ def test_every_loss_has_backend_cases():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_values_match_numpy_reference(backend_results, backend):
-    result = result_for(backend_results, backend)
+def test_values_match_numpy_reference(backend):
+    result = result_of(backend)
     assert result["backend"] == backend
     assert set(result["values"]) == set(CASES)
     for name, by_target in result["values"].items():
@@ -393,8 +385,8 @@ def test_backends_agree(backend_results):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_extreme_logits_give_exact_values_and_finite_gradients(backend_results, backend):
-    result = result_for(backend_results, backend)
+def test_extreme_logits_give_exact_values_and_finite_gradients(backend):
+    result = result_of(backend)
     logit_cases = [n for n in CASES if CASES[n][1].get("from_logits", True)]
     assert set(result["extreme"]) == set(logit_cases)
     for name in logit_cases:

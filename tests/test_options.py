@@ -84,6 +84,21 @@ def test_loader_shows_its_real_signature():
     wanted = inspect.signature(make_loader).parameters
     assert list(shown)[1:] == [p for p in wanted if p != "dataset"]
     assert all(shown[p].default == wanted[p].default for p in list(shown)[2:])
+    # make_loader hands every argument on to Loader by name: the same names and defaults.
+    from longtail.loader import Loader
+
+    built = inspect.signature(Loader.__init__).parameters
+    assert list(built)[1:] == list(wanted)
+    assert all(built[p].default == wanted[p].default for p in list(wanted)[2:])
+
+
+def test_loader_arguments_reach_the_loader():
+    ds = lt.Dataset.from_arrays(np.arange(12, dtype="float32").reshape(6, 2), [0, 1] * 3)
+    loader = ds.loader(batch_size=4, label_mode="categorical", seed=7, num_workers=0,
+                       prefetch=3, on_error="raise", sampling="sequential")
+    assert (loader.batch_size, loader.label_mode, loader.seed) == (4, "categorical", 7)
+    assert (loader.num_workers, loader.prefetch, loader.on_error) == (0, 3, "raise")
+    assert loader.sampler_.name == "sequential"
 
 
 # ---------------------------------------------- options that do not apply

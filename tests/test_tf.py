@@ -6,30 +6,24 @@ The TensorFlow checks run in a subprocess under ``KERAS_BACKEND=tensorflow``
 
 import json
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _backends import run_script
 from sklearn.utils.class_weight import compute_class_weight
 
 import longtail as lt
 from longtail.tf import class_weights_from
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module")
 def tf_run(tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    work = tmp_path_factory.mktemp("tf")
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
-               CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "_tf_backend.py"), str(work)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    code, out, err = run_script("_tf_backend.py", "tensorflow",
+                                tmp_path_factory.mktemp("tf"))
+    assert code == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("mode", ["int", "categorical", "binary"])

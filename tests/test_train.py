@@ -209,6 +209,21 @@ def test_resume_after_sigkill_mid_epoch(lt_images, tmp_path):
     assert (run / "metrics.json").is_file() and (run / "model.keras").is_file()
 
 
+@pytest.mark.system  # a CLI run in a subprocess: ~15 CPU-seconds
+def test_progress_into_a_pipe_is_one_line_per_epoch(tmp_path):
+    train = make_images(tmp_path / "data", (12, 6, 4), size=8, seed=5)
+    result = subprocess.run(
+        [sys.executable, "-m", "longtail", "train", train, "--out", str(tmp_path / "run"),
+         "--epochs", "3", "--image-size", "8", "--augment", "none", "--batch-size", "8"],
+        env=dict(os.environ, KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "\r" not in out and "\x1b" not in out, out[:500]  # no bar frames, no colours
+    epoch_lines = [line for line in out.splitlines() if " - loss: " in line]
+    assert len(epoch_lines) == 3, out
+    assert all("val_balanced_accuracy: " in line for line in epoch_lines)
+
+
 def test_resume_reopens_a_validation_dataset_object(lt_images, tmp_path):
     # val given as a Dataset object, not a path: --resume reopens the copy the
     # run saved (val.parquet) and finishes with the same validation data.

@@ -25,8 +25,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import hashlib
-import json
 import os
 import time
 import warnings
@@ -41,8 +39,8 @@ from longtail import runs
 from longtail.cache import layout
 from longtail.cache.combine import combine
 from longtail.cache.layout import CacheOptions
-from longtail.dataset import Dataset
-from longtail.decode import DecodeOptions, decode_image, read_file
+from longtail.dataset import Dataset, fingerprint
+from longtail.decode import DecodeOptions, decode_image, opencv_on_calling_thread, read_file
 from longtail.errors import ConfigError, DataError, DecodeError
 from longtail.sources import FileSource
 
@@ -97,16 +95,6 @@ def parse_shard(value) -> tuple[int, int]:
     return index, count
 
 
-def _fingerprint(ds) -> str:
-    """Digest of what is cached: class names, labels, relative paths, weights."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps(ds.class_names).encode())
-    digest.update(ds.labels.astype("<i4").tobytes())
-    digest.update("\0".join(ds.relative_paths.to_pylist()).encode())
-    digest.update(b"-" if ds.weights is None else ds.weights.astype("<f4").tobytes())
-    return digest.hexdigest()
-
-
 def _source_index(ds):
     """The index as a plain files Dataset (a cache's rows point at its sources)."""
     return Dataset(class_names=ds.class_names, labels=ds.labels, weights=ds.weights,
@@ -133,7 +121,7 @@ def _start(root: str, data, ds, options: CacheOptions, parts: int) -> dict:
         "num_shards": -(-n // options.rows_per_shard),
         "parts": parts,
         "class_names": ds.class_names,
-        "fingerprint": _fingerprint(ds),
+        "fingerprint": fingerprint(ds),
         "source_root": ds.root,
         "data": None if isinstance(data, Dataset) else os.path.abspath(os.fspath(data)),
     }
@@ -369,6 +357,7 @@ def _build(data, root, options, index, parts, workers, decode_options, data_opti
     mine = list(range(index, num_shards, parts))
     _clean_temporaries(root, set(mine), parts)
 
+    opencv_on_calling_thread()  # the pool's threads decode in parallel already
     with ThreadPoolExecutor(workers) as pool:
         records = dict(zip(mine, pool.map(lambda s: _record_ok(root, s, options.format),
                                           mine)))

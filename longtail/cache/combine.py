@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pyarrow as pa
 
-from longtail._io import write_json
+from longtail._io import atomic_path, write_json
 from longtail.cache import layout
 from longtail.errors import DataError
 
@@ -96,26 +96,19 @@ def combine(root: str, write: bool = True):
 
 
 def _write_rows(root: str, table) -> dict:
-    """Writes the row table under a name made of its checksum; returns its entry."""
-    import tempfile
+    """Writes the row table under a name made of its checksum; returns its entry.
 
+    The table is serialised in memory first (a few tens of bytes a row), so
+    that its name is known before :func:`longtail._io.atomic_path` writes it.
+    """
     import pyarrow.parquet as pq
 
-    fd, tmp = tempfile.mkstemp(prefix=".rows.", suffix=".tmp", dir=root)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        digest = layout.file_digest(tmp)
-        entry = {"name": f"rows-{digest[:16]}.parquet", "bytes": os.path.getsize(tmp),
-                 "blake2b": digest}
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, os.path.join(root, entry["name"]))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    data = buffer.getvalue().to_pybytes()
+    digest = layout.bytes_digest(data)
+    entry = {"name": f"rows-{digest[:16]}.parquet", "bytes": len(data), "blake2b": digest}
+    with atomic_path(os.path.join(root, entry["name"])) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
     return entry

@@ -120,6 +120,11 @@ def record_path(root: str, shard: int) -> str:
     return os.path.join(root, SHARDS, f"{shard_name(shard)}.json")
 
 
+def bytes_digest(data: bytes) -> str:
+    """BLAKE2b (128-bit) of ``data``, as hex: what :func:`file_digest` gives for a file."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def file_digest(path: str) -> str:
     """BLAKE2b (128-bit) of a file's bytes, as hex; reads in 4 MB blocks."""
     digest = hashlib.blake2b(digest_size=16)

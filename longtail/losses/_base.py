@@ -153,24 +153,6 @@ def check_number(value, name: str, low=None, high=None, *, low_open=False,
     return value
 
 
-def effective_number_weights(counts, beta: float) -> np.ndarray:
-    """Cui et al. (2019) class-balanced weights, normalised to sum to k.
-
-    ``w_c = (1 - beta) / (1 - beta ** n_c)``, then ``w * k / sum(w)``.
-
-    Args:
-        counts: Samples per class; zeros are handled as in :func:`as_counts`.
-        beta: In [0, 1). 0 gives equal weights; towards 1, inverse frequency.
-
-    Returns:
-        A float64 array with one weight per class.
-    """
-    counts = as_counts(counts)
-    beta = check_number(beta, "beta", 0.0, 1.0, high_open=True)
-    weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
-    return weights * (len(counts) / weights.sum())
-
-
 def to_list(array) -> list[float]:
     return [float(v) for v in np.asarray(array).ravel()]
 

@@ -8,6 +8,7 @@ from keras import ops
 from longtail.errors import ConfigError
 from longtail.losses import _base
 from longtail.losses._base import ClassWeightedLoss
+from longtail.weights import effective_number_weights
 
 __all__ = ["WeightedCrossentropy", "ClassBalanced"]
 
@@ -125,9 +126,8 @@ class ClassBalanced(ClassWeightedLoss):
         self.base = base
         self.gamma = _base.check_number(gamma, "gamma", 0.0)
         self.from_logits = bool(from_logits)
-        self._init_class_weight(
-            _base.effective_number_weights(self.class_counts, self.beta)
-        )
+        # Zero counts were raised above, as every count-based loss does.
+        self._init_class_weight(effective_number_weights(self.class_counts, self.beta))
 
     def call(self, y_true, y_pred):
         targets = _base.dense_targets(y_true, y_pred)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import io
-import json
 import os
 import time
 import zipfile
 
 import numpy as np
 
+from longtail.dataset import fingerprint  # noqa: F401 (the one home; re-exported)
 from longtail.errors import ConfigError, DataError
 
 __all__ = ["STATE", "check_same_data", "checkpoint_callback", "csv_text", "early_stopping",
@@ -165,42 +164,6 @@ def remove_stale_checkpoints(folder: str, keep=()) -> None:
         if os.path.basename(path) not in keep and os.path.exists(path):
             os.remove(path)
     remove_stale_temps(folder)
-
-
-def fingerprint(ds) -> str:
-    """A digest of a dataset's index: class names, labels, paths or rows, weights.
-
-    It tells whether a resumed run sees the data it started with; files
-    edited in place under the same name are not detected. Paths count as
-    ``Dataset.save`` stores them, so a validation Dataset object matches the
-    val.parquet a resumed run reopens.
-    """
-    ds = ds._rooted()
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps([ds.kind, ds.class_names]).encode())
-    digest.update(np.ascontiguousarray(ds.labels, dtype="<i4").tobytes())
-    if ds.features is not None:
-        digest.update(np.ascontiguousarray(ds.features, dtype="<f4").tobytes())
-    if ds.relative_paths is not None:
-        digest.update(_string_bytes(ds.relative_paths))
-    if ds.weights is not None:
-        digest.update(np.ascontiguousarray(ds.weights, dtype="<f4").tobytes())
-    if ds.cache_rows is not None:
-        digest.update(np.ascontiguousarray(ds.cache_rows, dtype="<i8").tobytes())
-    return digest.hexdigest()
-
-
-def _string_bytes(array) -> bytes:
-    """An Arrow string array as its offsets and characters (no per-string loop)."""
-    import pyarrow as pa
-
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
-    offsets = offsets[array.offset:array.offset + len(array) + 1].astype("<i8")
-    chars = memoryview(array.buffers()[2] or b"")[offsets[0]:offsets[-1]]
-    return (offsets - offsets[0]).tobytes() + bytes(chars)
 
 
 def resume_point(out: str | None) -> tuple[dict, dict | None]:

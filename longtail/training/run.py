@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import warnings
 
@@ -94,7 +95,9 @@ def train(data, out: str | None = None, *, resume: bool = False, verbose="auto",
             planned epochs, with the options of its ``config.json``; options
             passed as well must equal those (a changed option is refused:
             start a new run to change it).
-        verbose: Keras verbosity (``"auto"``, 0, 1 or 2).
+        verbose: Keras verbosity (``"auto"``, 0, 1 or 2). ``"auto"`` is the
+            progress bar on a terminal (or in a notebook) and one line per
+            epoch (2) when the output is a file or a pipe.
         callbacks: Extra Keras callbacks, run after longtail's own (so they
             see ``val_balanced_accuracy`` and ``val_macro_f1``).
         cluster: With ``distribute=True``, the multi-process job to join: a
@@ -143,8 +146,24 @@ def _distributed(out: str, resume: bool, options: dict) -> bool:
         return False
 
 
+def _verbosity(verbose):
+    """Keras' verbosity for this run: ``"auto"`` is a bar only on a terminal.
+
+    Keras' progress bar redraws its line with carriage returns and escape
+    codes; written to a file or a pipe (a log, CI) that is a stream of
+    frames. There ``"auto"`` becomes 2: one line per epoch. Notebooks keep
+    the bar, as Keras does.
+    """
+    if verbose != "auto":
+        return verbose
+    isatty = getattr(sys.stdout, "isatty", None)
+    terminal = bool(isatty and isatty()) or "ipykernel" in sys.modules
+    return "auto" if terminal else 2
+
+
 def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     """:func:`train` once the folder is locked."""
+    verbose = _verbosity(verbose)
     config, saved_config, state = _starting_point(out, resume, options)
     if state is not None and state.get("finished"):
         return _finished_run(out, saved_config, state)
