@@ -215,8 +215,9 @@ def features_and_heads(paths, tmp: str, weights: str, size: int, strategies, see
             mean, sd = s["seed_mean"]["balanced_accuracy"], s["seed_std"]["balanced_accuracy"]
         else:
             mean, sd = s["metrics"]["balanced_accuracy"], 0.0
+        runs = len(summaries) * len(seeds)  # the compare's seconds shared out per run
         rows.append((f"Lite0 features + mlp head: {s['strategy']}", mean, sd,
-                     clock.wall / len(summaries), clock.cpu / len(summaries)))
+                     clock.wall / runs, clock.cpu / runs))
     _log(f"compare {len(strategies)} x {len(seeds)} on the store: {clock.wall:.1f} s "
          f"({len(train)} training rows)")
     return rows, embed, clock
@@ -364,7 +365,8 @@ def _report(figures: dict, strategies, seeds, head_epochs: int) -> None:
             print(f"compare from images, ESTIMATED (one Lite0 head run on images measured: "
                   f"{entry['head_from_images_epoch_seconds']:.1f} s wall, "
                   f"{entry['head_from_images_epoch_cpu']:.1f} s CPU per epoch, scaled x "
-                  f"{head_epochs} epochs x {len(strategies) * len(seeds)} runs): {est:.0f} s "
+                  f"{head_epochs} epochs x {len(strategies) * len(seeds)} runs; the 2 measured epochs "
+                  f"include building Lite0, so an upper estimate): {est:.0f} s "
                   f"wall, {est_cpu:.0f} s CPU; on the store: "
                   f"{est / entry['compare_seconds']:.0f}x less wall, "
                   f"{est_cpu / entry['compare_cpu']:.0f}x less CPU "
