@@ -404,6 +404,24 @@ def cmd_predict(args) -> int:
     from longtail.run_evaluation import image_options
 
     model, model_path, run = _model_of(args.model)
+    rows = _feature_rows(args.inputs, run)
+    if rows is not None:  # a feature store or table: the head predicts its rows
+        from longtail.predict import predict_rows
+
+        names = run["class_names"] if run else rows.class_names
+        text = predict_rows(model, rows, class_names=names,
+                            priors=run["train_counts"] if run else None,
+                            posthoc_tau=args.posthoc_tau, top_k=args.top_k,
+                            batch_size=args.batch_size)
+        write_text(args.out, text) if args.out else sys.stdout.write(text)
+        return 0
+    shape = model.inputs[0].shape
+    if len(shape) != 4:
+        raise LongtailError(f"{model_path}: the model takes rows of {shape[-1]} features, "
+                            "not images; predict takes images")
+    options = image_options(model, run)
+    if None not in tuple(shape[1:3]):  # the model's own size (a head run's backbone)
+        options["image_size"] = tuple(shape[1:3])
     k = model.outputs[0].shape[-1]
     names = run["class_names"] if run else [str(i) for i in range(k)]
     if args.posthoc_tau is not None and not run:
@@ -413,7 +431,7 @@ def cmd_predict(args) -> int:
                            follow_symlinks=args.follow_symlinks)
     text, failed = predict_files(
         model, paths, class_names=names,
-        **image_options(model, run),
+        **options,
         priors=run["train_counts"] if run else None, posthoc_tau=args.posthoc_tau,
         top_k=args.top_k, batch_size=args.batch_size, cost=_cost_matrix(args, names),
         progress=not args.quiet)
@@ -429,6 +447,19 @@ def cmd_predict(args) -> int:
         for path, reason in failed[:20]:
             print(f"  {path}: {reason}", file=sys.stderr)
     return 0
+
+
+def _feature_rows(inputs, run):
+    """The Dataset of INPUT when it is one table of feature rows (a feature store), else None."""
+    from longtail.dataset import Dataset
+
+    if len(inputs) != 1 or not str(inputs[0]).lower().endswith((".parquet", ".csv")):
+        return None
+    try:
+        ds = Dataset.open(inputs[0], class_names=run["class_names"] if run else None)
+    except LongtailError:
+        return None  # a manifest of paths, read by collect_inputs
+    return None if ds.source.is_image else ds
 
 
 def cmd_cache(args) -> int:
@@ -485,13 +516,15 @@ def cmd_cache(args) -> int:
 
 def cmd_features(args) -> int:
     from longtail.errors import ConfigError
-    from longtail.features import check_features, write_features
+    from longtail.features import check_features, read_identity, write_features
 
     if args.check:
         identity = check_features(args.check)
         start, stop = identity["rows"]
-        print(f"{args.check}: {stop - start} rows, {identity['backbone']} "
-              f"({identity['weights']}), {len(identity['class_names'])} classes: ok")
+        skipped = len(identity.get("skipped", []))
+        print(f"{args.check}: {stop - start - skipped} rows ({skipped} unreadable images "
+              f"skipped), {identity['backbone']} ({identity['weights']}), "
+              f"{len(identity['class_names'])} classes: ok")
         return 0
     if args.data is None or args.out is None or args.model is None:
         raise ConfigError("features: DATA, --model NAME and --out FEATS.parquet are required "
@@ -507,7 +540,13 @@ def cmd_features(args) -> int:
                          image_size=args.image_size, batch_size=args.batch_size,
                          dtype=args.dtype, shard=(index, count), resume=args.resume,
                          data_options=data_options, progress=not args.quiet)
-    print(f"{out}: written (a DATA for stats, split, train, compare, evaluate)")
+    if out != args.out:
+        print(f"{out}: shard {args.shard} written; {args.out} is joined by the run that "
+              "completes the last shard")
+        return 0
+    skipped = len(read_identity(out).get("skipped", []))
+    print(f"{out}: written ({skipped} unreadable images skipped); a DATA for stats, split, "
+          "train, compare, evaluate")
     return 0
 
 
@@ -532,7 +571,8 @@ def _add_features_parser(sub) -> None:
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"),
                    help="the stored precision of the features (default: %(default)s)")
     p.add_argument("--shard", default="0/1", metavar="I/N",
-                   help="embed part I of N (default: %(default)s, all of DATA)")
+                   help="embed part I of N into FEATS.shards/; the run that completes the "
+                        "last part joins them into FEATS (default: %(default)s, all of DATA)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run (default: start anew)")
     p.add_argument("--check", default=None, metavar="FEATS",

@@ -325,6 +325,9 @@ def evaluate(
         >>> report.save("run/")                                  # doctest: +SKIP
     """
     batches = _loader_of(model, data, batch_size, loader_kw)
+    source = getattr(batches, "source", None)
+    if source is not None and hasattr(model, "inputs"):  # backbone+head on embeddings: the head
+        model = source.model_for(model)
     y_true, scores = _collect(model, batches, steps, progress)
     y_true, scores, unreadable = _drop_unreadable(batches, y_true, scores, steps)
     if scores.shape[1] == 1:

@@ -25,12 +25,14 @@ import shutil
 
 import numpy as np
 
-from longtail.errors import ConfigError, DataError
+from longtail.errors import ConfigError, DataError, DecodeError
 
-__all__ = ["METADATA_KEY", "check_features", "read_identity", "write_features"]
+__all__ = ["METADATA_KEY", "check_features", "join_shards", "read_identity", "shard_path",
+           "write_features"]
 
 #: Key of the feature store's description in the Parquet schema metadata.
 METADATA_KEY = b"longtail_features"
+_SKIPPED = b"longtail_skipped"  # a part's unreadable rows
 _IDENTITY = "identity.json"
 
 
@@ -41,11 +43,26 @@ def _shard_rows(n: int, shard) -> tuple[int, int]:
     return n * index // count, n * (index + 1) // count
 
 
+def shard_path(out: str, index: int, count: int) -> str:
+    """Where shard ``index`` of ``count`` of the store ``out`` is written before the join."""
+    return os.path.join(out + ".shards", f"{index}-of-{count}.parquet")
+
+
 def write_features(data, out: str, *, model: str, weights: str | None = "imagenet",
                    image_size=224, batch_size: int = 64, dtype: str = "float16",
                    shard=(0, 1), resume: bool = False, rows_per_part: int = 4096,
                    data_options: dict | None = None, progress: bool = True) -> str:
     """Writes the backbone embeddings of DATA to the Parquet file ``out``.
+
+    With ``shard=(I, N)`` (N > 1) the I-th of N contiguous blocks of rows is
+    written to :func:`shard_path` (``FEATS.shards/I-of-N.parquet``); the run
+    that finds all N shards written (the last one to finish, or any later
+    run of a shard) joins them into ``out`` and removes the shards. Shards
+    written with other options (backbone, weights, image size, data...) are
+    refused in one line before anything is embedded.
+
+    Unreadable images are skipped: their rows are left out, counted and
+    listed in the store's metadata (``skipped``) and in one warning.
 
     Args:
         data: Any image DATA (folder tree, manifest, cache) or a Dataset.
@@ -62,17 +79,13 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
         progress: Show a progress bar.
 
     Returns:
-        ``out``.
+        ``out`` once it is written, else the shard file written (other
+        shards are missing).
 
     Raises:
-        ConfigError: Bad arguments, ``out`` exists (without ``resume``) or
-            holds another run's parts.
-        DataError: An image cannot be read (names the file).
+        ConfigError: Bad arguments, ``out`` exists (without ``resume``),
+            holds another run's parts, or other shards disagree.
     """
-    import pyarrow.parquet as pq
-    from tqdm import tqdm
-
-    from longtail._io import atomic_path
     from longtail.backbones import build_backbone
     from longtail.dataset import Dataset, fingerprint
     from longtail.options import parse_image_size
@@ -89,14 +102,36 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
         raise DataError(f"{data}: holds feature rows, not images; features embeds images")
     size = parse_image_size(image_size)
     start, stop = _shard_rows(len(ds), tuple(shard))
+    index, count = shard
     backbone, record = build_backbone(model, (*size, 3), weights)
     identity = {"format": 1, **record, "image_size": list(size), "dtype": dtype,
                 "class_names": list(ds.class_names), "source": str(data),
                 "source_fingerprint": fingerprint(ds), "shard": list(shard),
                 "rows": [start, stop], "rows_per_part": rows_per_part}
-    parts = out + ".parts"
-    _start_parts(parts, identity, resume, out)
+    target = out if count == 1 else shard_path(out, index, count)
+    if count > 1:
+        _refuse_other_shards(out, identity)
+    if not os.path.exists(target):  # a shard written before is kept; this run may join
+        _embed(ds, backbone, identity, target, resume=resume, batch_size=batch_size,
+               progress=progress)
+    if count > 1:
+        return join_shards(out, count) or target
+    return out
 
+
+def _embed(ds, backbone, identity: dict, target: str, *, resume: bool, batch_size: int,
+           progress: bool) -> None:
+    """Streams rows ``identity["rows"]`` of ``ds`` through ``backbone`` into ``target``."""
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from longtail._io import atomic_path
+
+    dtype, size = identity["dtype"], tuple(identity["image_size"])
+    start, stop = identity["rows"]
+    rows_per_part = identity["rows_per_part"]
+    parts = target + ".parts"
+    _start_parts(parts, identity, resume, target)
     names = np.asarray(ds.class_names, dtype=object)
     bounds = list(range(start, stop, rows_per_part)) + [stop]
     bar = tqdm(total=stop - start, disable=not progress, unit="img", desc="features")
@@ -105,36 +140,134 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
         if os.path.exists(path):
             bar.update(hi - lo)
             continue
-        rows = ds.subset(np.arange(lo, hi))
-        loader = rows.loader(batch_size=batch_size, image_size=size, sampling="sequential",
-                             on_error="raise")
-        chunks = []
-        for batch in loader:
-            chunks.append(np.asarray(backbone.predict_on_batch(batch[0])).astype(dtype))
-            bar.update(len(batch[0]))
-            if sum(len(c) for c in chunks) >= hi - lo:
-                break
-        table = _table(np.concatenate(chunks)[: hi - lo], names[ds.labels[lo:hi]],
-                       _row_weights(ds, lo, hi))
+        features, keep, skipped = _embed_rows(ds, backbone, lo, hi, size, batch_size, bar)
+        table = _table(features[keep].astype(dtype), names[ds.labels[lo:hi][keep]],
+                       None if ds.weights is None else
+                       np.asarray(ds.weights[lo:hi], "float32")[keep])
+        table = table.replace_schema_metadata({_SKIPPED: json.dumps(skipped).encode()})
         with atomic_path(path, suffix=".parquet") as tmp:
             pq.write_table(table, tmp)
     bar.close()
-
-    metadata = {METADATA_KEY: json.dumps(identity).encode()}
     files = [os.path.join(parts, f"part-{p:05d}.parquet") for p in range(len(bounds) - 1)]
-    schema = pq.read_schema(files[0]).with_metadata(metadata) if files else _table(
-        np.zeros((0, backbone.output_shape[-1]), dtype), names[:0],
-        None if ds.weights is None else np.zeros(0, "float32")).schema.with_metadata(metadata)
-    with atomic_path(out, suffix=".parquet") as tmp:
+    empty = _table(np.zeros((0, backbone.output_shape[-1]), dtype), names[:0],
+                   None if ds.weights is None else np.zeros(0, "float32"))
+    _concatenate(files, identity, target, empty.schema)
+    shutil.rmtree(parts)
+
+
+def _embed_rows(ds, backbone, lo: int, hi: int, size, batch_size: int, bar):
+    """Features of rows ``lo:hi``, the mask of rows read, and the skipped ones."""
+    import warnings
+
+    rows = ds.subset(np.arange(lo, hi))
+    loader = rows.loader(batch_size=batch_size, image_size=size, sampling="sequential",
+                         on_error="skip")  # a bad file is replaced, then its row dropped
+    chunks, done = [], 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="skipping unreadable file")
+        try:
+            for batch in loader:
+                chunks.append(np.asarray(backbone.predict_on_batch(batch[0]), "float32"))
+                done += len(batch[0])
+                bar.update(len(batch[0]))
+                if done >= hi - lo:
+                    break
+        except DecodeError as e:  # no readable replacement anywhere in this part
+            raise DataError(f"{e}; no image of rows {lo}..{hi - 1} could be read") from e
+    keep = np.ones(hi - lo, bool)
+    keep[loader.unreadable] = False
+    reasons = {e.path: e.reason for e in loader.errors}
+    skipped = [{"row": lo + int(i), "path": rows.path(int(i)),
+                "reason": reasons.get(rows.path(int(i)), "unreadable")}
+               for i in loader.unreadable]
+    return np.concatenate(chunks)[: hi - lo], keep, skipped
+
+
+def _concatenate(files: list, identity: dict, target: str, empty_schema) -> None:
+    """Writes the rows of ``files`` (parts or shards, in order) as one store, atomically."""
+    import pyarrow.parquet as pq
+
+    from longtail._io import atomic_path
+
+    skipped = []
+    for f in files:
+        metadata = pq.read_schema(f).metadata or {}
+        if _SKIPPED in metadata:
+            skipped += json.loads(metadata[_SKIPPED])
+        elif METADATA_KEY in metadata:  # a shard: its own store
+            skipped += json.loads(metadata[METADATA_KEY]).get("skipped", [])
+    metadata = {METADATA_KEY: json.dumps({**identity, "skipped": skipped}).encode()}
+    schema = (pq.read_schema(files[0]) if files else empty_schema).with_metadata(metadata)
+    with atomic_path(target, suffix=".parquet") as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
             for f in files:  # one part in memory at a time
                 writer.write_table(pq.read_table(f).replace_schema_metadata(metadata))
-    shutil.rmtree(parts)
+    if skipped:
+        import warnings
+
+        shown = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        warnings.warn(f"{len(skipped)} unreadable images were skipped (their rows are left "
+                      f"out of {target}; listed in its metadata): {shown}"
+                      f"{' ...' if len(skipped) > 5 else ''}", stacklevel=4)
+
+
+_SHARD_FREE = ("shard", "rows", "skipped")  # what differs between shards of one store
+
+
+def _shard_files(out: str) -> dict:
+    """``{(I, N): path}`` of the shard files written so far for ``out``."""
+    folder, found = out + ".shards", {}
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            parts = name[: -len(".parquet")].split("-of-") if name.endswith(".parquet") else []
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                found[(int(parts[0]), int(parts[1]))] = os.path.join(folder, name)
+    return found
+
+
+def _refuse_other_shards(out: str, identity: dict) -> None:
+    """Refuses to add a shard to shards of ``out`` written with other options."""
+    mine = {k: v for k, v in identity.items() if k not in _SHARD_FREE}
+    for (index, count), path in sorted(_shard_files(out).items()):
+        theirs = read_identity(path)
+        if count != identity["shard"][1]:
+            raise ConfigError(f"--shard: {path} is shard {index} of {count}, not of "
+                              f"{identity['shard'][1]}; use --shard I/{count} or remove "
+                              f"{out}.shards")
+        changed = sorted(k for k in set(mine) | set(theirs)
+                         if k not in _SHARD_FREE and theirs.get(k) != mine.get(k))
+        if changed:
+            raise ConfigError(f"--shard: {path} was written with other {', '.join(changed)}; "
+                              f"rerun this shard with its options or remove {out}.shards")
+
+
+def join_shards(out: str, count: int) -> str | None:
+    """Joins ``out``'s N shard files into ``out`` once all are written.
+
+    Returns:
+        ``out`` when joined (or joined already), None while shards are missing.
+    """
+    if os.path.exists(out):
+        return out
+    found = _shard_files(out)
+    files = [found.get((i, count)) for i in range(count)]
+    if any(f is None for f in files):
+        return None
+    identities = [read_identity(f) for f in files]
+    first = {k: v for k, v in identities[0].items() if k not in _SHARD_FREE}
+    for f, theirs in zip(files[1:], identities[1:]):
+        changed = sorted(k for k in set(first) | set(theirs)
+                         if k not in _SHARD_FREE and theirs.get(k) != first.get(k))
+        if changed:
+            raise ConfigError(f"--shard: {f} was written with other {', '.join(changed)} "
+                              f"than {files[0]}; rerun it or remove {out}.shards")
+    ends = [i["rows"] for i in identities]
+    if any(a[1] != b[0] for a, b in zip(ends[:-1], ends[1:])):
+        raise DataError(f"{out}.shards: the shards' rows {ends} do not follow one another")
+    identity = {**first, "shard": [0, 1], "rows": [ends[0][0], ends[-1][1]]}
+    _concatenate(files, identity, out, None)
+    shutil.rmtree(out + ".shards", ignore_errors=True)
     return out
-
-
-def _row_weights(ds, lo: int, hi: int) -> np.ndarray | None:
-    return None if ds.weights is None else np.asarray(ds.weights[lo:hi], "float32")
 
 
 def _table(features: np.ndarray, labels, weights):
@@ -185,19 +318,27 @@ def check_features(path: str) -> dict:
     """Verifies a feature store: metadata, row count, finite values, known labels.
 
     Returns:
-        Its identity, with ``rows`` checked.
+        Its identity, with ``rows`` checked (``skipped`` lists the unreadable
+        images left out).
 
     Raises:
         DataError: What is wrong, naming the file.
     """
     import pyarrow.parquet as pq
 
+    if not os.path.exists(path) and _shard_files(path):
+        found = _shard_files(path)
+        count = max(n for _, n in found)
+        missing = [f"{i}/{count}" for i in range(count) if (i, count) not in found]
+        raise DataError(f"{path}: not joined yet; shards {', '.join(missing)} are missing "
+                        f"in {path}.shards (run `longtail features --shard I/{count}` for them)")
     identity = read_identity(path)
     table = pq.read_table(path)
     start, stop = identity["rows"]
-    if table.num_rows != stop - start:
+    expected = stop - start - len(identity.get("skipped", []))
+    if table.num_rows != expected:
         raise DataError(f"{path}: holds {table.num_rows} rows; its metadata says "
-                        f"{stop - start}")
+                        f"{expected}")
     features = np.stack([table[c].to_numpy().astype("float32")
                          for c in table.column_names if c.startswith("f")], axis=1)
     if not np.isfinite(features).all():

@@ -19,7 +19,7 @@ import numpy as np
 from longtail._io import csv_cell
 from longtail.errors import DataError, DecodeError
 
-__all__ = ["collect_inputs", "predict_files"]
+__all__ = ["collect_inputs", "predict_files", "predict_rows"]
 
 
 def collect_inputs(inputs: Sequence[str], extensions=None,
@@ -101,8 +101,6 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     from longtail.adapt import bayes_decision
 
     from longtail.decode import DecodeOptions
-    from longtail.evaluation import to_logits
-    from longtail.posthoc import adjust_logits
 
     from longtail import _validation as v
 
@@ -123,14 +121,7 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
     bar = progress_bar(_batches(list(paths), options, batch_size, workers),
                        total=-(-len(paths) // batch_size), desc="predicting", enabled=progress)
     for chunk, x, errors in bar:
-        probs = None
-        if x is not None:
-            logits = to_logits(model.predict_on_batch(x))  # a softmax model's log
-            if posthoc_tau:
-                logits = adjust_logits(logits, priors, posthoc_tau)
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits)
-            probs /= probs.sum(axis=1, keepdims=True)
+        probs = None if x is None else _probabilities(model, x, priors, posthoc_tau)
         row_of = iter(range(len(chunk)))
         for path, error in zip(chunk, errors):
             if error is not None:
@@ -149,3 +140,51 @@ def predict_files(model, paths: Sequence[str], *, class_names: Sequence[str],
                 cells += [csv_cell(class_names[c]), f"{p[c]:.6f}"]
             writer.writerow(cells + extra + [""])
     return out.getvalue(), failed
+
+
+def _probabilities(model, x, priors, posthoc_tau) -> np.ndarray:
+    from longtail.evaluation import to_logits
+    from longtail.posthoc import adjust_logits
+
+    logits = to_logits(model.predict_on_batch(x))  # a softmax model's log
+    if posthoc_tau:
+        logits = adjust_logits(logits, priors, posthoc_tau)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def predict_rows(model, dataset, *, class_names: Sequence[str], priors=None, posthoc_tau=None,
+                 top_k=1, batch_size=64) -> str:
+    """Predicts every row of a Dataset of feature rows (a table, a feature store).
+
+    ``model`` may be a run's backbone+head model: the part that takes the
+    rows is used (:meth:`longtail.sources.Source.model_for`). Columns:
+    ``row`` (0-based), ``label`` (the stored one), ``predicted``,
+    ``probability``, then ``top{i}, top{i}_probability`` for i in 2..top_k.
+    """
+    from longtail import _validation as v
+
+    batch_size = v.integer("batch_size", batch_size, min=1)
+    top_k = min(v.integer("top_k", top_k, min=1), len(class_names))
+    model = dataset.source.model_for(model)
+    header = ["row", "label", "predicted", "probability"]
+    for i in range(2, top_k + 1):
+        header += [f"top{i}", f"top{i}_probability"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    loader = dataset.loader(batch_size=batch_size, sampling="sequential", label_mode="int")
+    row = 0
+    for batch in loader:
+        x = batch[0][: len(dataset) - row]
+        probs = _probabilities(model, x, priors, posthoc_tau)
+        for p in probs:
+            cells = [row, csv_cell(dataset.class_names[dataset.labels[row]])]
+            for c in np.argsort(-p, kind="stable")[:top_k]:
+                cells += [csv_cell(class_names[c]), f"{p[c]:.6f}"]
+            writer.writerow(cells)
+            row += 1
+        if row >= len(dataset):
+            break
+    return out.getvalue()

@@ -51,3 +51,37 @@ def make_images(root, counts, size=8, seed=0, spread=1.0):
 
 
 LT_COUNTS = (200, 115, 65, 37, 21, 12, 7, 4)  # 8 classes, imbalance ratio 50
+
+
+# A tiny backbone registered in longtail.backbones.BACKBONES for tests that
+# need a backbone but not EfficientNet-Lite0's build time.
+TINY = "tiny-test"
+
+
+def _tiny_backbone(input_shape, path, name):
+    import keras
+
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="_blocks_0_conv")(x)
+    x = keras.layers.Conv2D(12, 3, strides=2, activation="relu", name="_blocks_1_conv")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x), name=name)
+    if path is not None:
+        model.load_weights(path)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    """Registers TINY, a one-convolution backbone (fast tests of backbone code);
+    yields (a folder, its weights file)."""
+    from longtail._seed import seed_everything  # keras.utils.set_random_seed imports TF
+    from longtail.backbones import BACKBONES, Backbone
+
+    root = tmp_path_factory.mktemp("tiny")
+    BACKBONES[TINY] = Backbone(TINY, _tiny_backbone, 32, "tiny.weights.h5", r"^(_blocks_\d+)_")
+    seed_everything(0)
+    weights = str(root / "tiny.weights.h5")
+    _tiny_backbone((32, 32, 3), None, "tiny").save_weights(weights)
+    yield root, weights
+    del BACKBONES[TINY]

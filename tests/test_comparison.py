@@ -158,3 +158,27 @@ def test_verdict_says_when_two_strategies_are_one_objective():
     md = summary_markdown(rows, "validation split", judged["text"])
     assert "| balanced-softmax (= logit-adjust) |" in md
     assert md.count("**harmful**") == 1
+
+
+@pytest.mark.system
+def test_compare_a_backbone_on_images(tiny_backbone, tmp_path, capsys):
+    """compare --model <backbone> trains head then top block for every strategy, on images."""
+    from conftest import TINY, make_images
+
+    from longtail.cli import main
+
+    data = make_images(tmp_path / "data", (12, 6, 4), size=32, seed=2)
+    out = tmp_path / "cmp"
+    code = main(["compare", data, "--strategies", "none,crt", "--model", TINY, "--weights",
+                 "none", "--finetune", "top:1", "--epochs", "2", "--image-size", "32",
+                 "--batch-size", "8", "--out", str(out)])
+    capsys.readouterr()
+    assert code == 0
+    summary = json.load(open(out / "summary.json"))
+    assert [r["strategy"] for r in summary["runs"]] == ["none", "crt"]
+    for name in ("none", "crt"):
+        config = json.load(open(out / name / "config.json"))
+        assert config["backbone"]["backbone"] == TINY
+        assert config["options"]["finetune"] == "top:1"
+        history = open(out / name / "history.csv").read().splitlines()
+        assert len(history) >= 3  # header, head epoch, fine-tuning epoch

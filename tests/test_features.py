@@ -57,7 +57,7 @@ def test_a_feature_store_is_data(store):
 
     data, _, out = store
     source, feats = lt.Dataset.open(data), lt.Dataset.open(out)
-    assert feats.kind == "features" and feats.features.shape == (len(source), 1280)
+    assert feats.kind == "embeddings" and feats.features.shape == (len(source), 1280)
     assert feats.class_names == source.class_names
     assert feats.class_counts.tolist() == source.class_counts.tolist()
 
@@ -103,3 +103,85 @@ def test_features_refuses_bad_arguments(tmp_path):
         write_features("data", str(tmp_path / "feats"), model="efficientnet-lite0")
     with pytest.raises(ConfigError, match="dtype"):
         write_features("data", str(tmp_path / "f.parquet"), model="x", dtype="int8")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_backbone):
+    from conftest import make_images
+
+    root, weights = tiny_backbone
+    data = make_images(root / "shards-data", (7, 4, 3), size=32, seed=1)
+    return data, weights
+
+
+def _tiny_options(weights, **kw):
+    from conftest import TINY
+
+    return dict(model=TINY, weights=weights, image_size=32, batch_size=4, rows_per_part=3,
+                dtype="float32", progress=False, **kw)
+
+
+def test_shards_written_apart_join_into_the_unsharded_store(tiny_data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from longtail.errors import DataError
+    from longtail.features import check_features, read_identity, shard_path, write_features
+
+    data, weights = tiny_data
+    whole = write_features(data, str(tmp_path / "whole.parquet"), **_tiny_options(weights))
+    out = str(tmp_path / "feats.parquet")
+    for i in (2, 0):
+        assert write_features(data, out, **_tiny_options(weights, shard=(i, 3))) == \
+            shard_path(out, i, 3)
+    assert not os.path.exists(out)
+    with pytest.raises(DataError, match="shards 1/3 are missing"):
+        check_features(out)
+    assert write_features(data, out, **_tiny_options(weights, shard=(1, 3))) == out
+    assert not os.path.exists(out + ".shards")
+    assert pq.read_table(out).equals(pq.read_table(whole))
+    assert read_identity(out) == read_identity(whole)
+    assert check_features(out)["rows"] == [0, 14]
+
+
+def test_a_shard_written_with_other_options_is_refused_in_one_line(tiny_data, tmp_path,
+                                                                   capsys):
+    from conftest import TINY
+
+    from longtail.cli import main
+    from longtail.features import shard_path, write_features
+
+    data, weights = tiny_data
+    out = str(tmp_path / "feats.parquet")
+    write_features(data, out, **_tiny_options(weights, shard=(0, 2)))
+    base = ["features", data, "--model", TINY, "--weights", weights, "--out", out]
+    assert main(base + ["--image-size", "40", "--shard", "1/2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "image_size" in err and "0-of-2.parquet" in err
+    assert main(base + ["--image-size", "32", "--shard", "1/3"]) == 2
+    assert "shard 0 of 2" in capsys.readouterr().err
+    assert sorted(os.listdir(out + ".shards")) == [os.path.basename(shard_path(out, 0, 2))]
+
+
+def test_unreadable_images_are_skipped_counted_and_listed(tiny_data, tmp_path, capsys):
+    import shutil
+
+    from longtail.cli import main
+    from longtail.features import check_features, write_features
+
+    data, weights = tiny_data
+    broken = tmp_path / "data"
+    shutil.copytree(data, broken)
+    (broken / "class_1" / "0001.png").write_bytes(b"not an image")
+    out = str(tmp_path / "feats.parquet")
+    with pytest.warns(UserWarning, match="1 unreadable images were skipped"):
+        write_features(str(broken), out, **_tiny_options(weights))
+    identity = check_features(out)
+    assert [s["path"].endswith(os.path.join("class_1", "0001.png"))
+            for s in identity["skipped"]] == [True]
+    import longtail as lt
+
+    feats, images = lt.Dataset.open(out), lt.Dataset.open(str(broken))
+    assert len(feats) == len(images) - 1
+    assert feats.class_counts.tolist() == [7, 3, 3]
+    assert main(["features", "--check", out]) == 0
+    assert "1 unreadable images skipped" in capsys.readouterr().out

@@ -33,7 +33,9 @@ class Backbone:
 
     Attributes:
         name: The ``--model`` name.
-        constructor: A ``keras.applications`` function name, or ``"lite0"``.
+        constructor: A ``keras.applications`` function name, ``"lite0"``, or a
+            callable ``(input_shape, weights_path_or_None, name) -> keras.Model``
+            mapping 0..255 images to pooled features (for a backbone of your own).
         size: The input side the weights were trained at.
         weights_file: File name of the ImageNet weights without the top in
             Keras' cache folder.
@@ -45,7 +47,7 @@ class Backbone:
     """
 
     name: str
-    constructor: str
+    constructor: object
     size: int
     weights_file: str
     blocks: str
@@ -171,6 +173,8 @@ def build_backbone(name: str, input_shape, weights: str | None = "imagenet", *,
     path, record = resolve_weights(backbone, weights)
     record = {"backbone": name, **record}
     model_name = model_name or name.replace("-", "_")
+    if callable(backbone.constructor):
+        return backbone.constructor(input_shape, path, model_name), record
     if backbone.constructor == "lite0":
         from longtail.backbones.lite0 import efficientnet_lite0
 

@@ -2,7 +2,8 @@
 
 See :mod:`longtail.sources.base` for the protocol and how to add a source.
 Readers: ``directory`` (a folder per class), ``table`` (CSV/Parquet tables
-and manifests). Sources: ``files``, ``features``, ``cache``.
+and manifests). Sources: ``files``, ``features``, ``cache``, ``embeddings``
+(a feature store written by ``longtail features``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import os
 from longtail.cache.layout import is_cache
 from longtail.sources.base import Indexed, Source, Substitute
 from longtail.sources.cache import CacheSource, is_cache_manifest, open_cache, read_split
+from longtail.sources.embeddings import EmbeddingSource, is_embeddings, read_embeddings
 from longtail.sources.features import FeatureSource
 from longtail.sources.files import FileSource
 
-__all__ = ["CacheSource", "FeatureSource", "FileSource", "Indexed", "Source", "Substitute",
+__all__ = ["CacheSource", "EmbeddingSource", "FeatureSource", "FileSource", "Indexed", "Source", "Substitute",
            "is_cache", "open_folder", "read_manifest"]
 
 
@@ -27,6 +29,8 @@ def read_manifest(file, *, label_column="label", path_column="path", weight_colu
 
     if isinstance(file, (str, os.PathLike)) and is_cache_manifest(file):  # rows of a cache
         return read_split(file, class_names=class_names, allow_outside_root=allow_outside_root)
+    if isinstance(file, (str, os.PathLike)) and is_embeddings(file):  # a feature store
+        return read_embeddings(file, class_names=class_names)
     data = read_table(file, label_column=label_column, path_column=path_column,
                       weight_column=weight_column, feature_columns=feature_columns,
                       class_names=class_names, allow_outside_root=allow_outside_root)

@@ -18,10 +18,11 @@ source is a random-access sequence of samples:
 Implementations: :class:`~longtail.sources.files.FileSource` (image files
 decoded through :mod:`longtail.decode`),
 :class:`~longtail.sources.features.FeatureSource` (numeric table rows) and
-:class:`~longtail.sources.cache.CacheSource` (rows of a decoded cache).
+:class:`~longtail.sources.cache.CacheSource` (rows of a decoded cache) and
+:class:`~longtail.sources.embeddings.EmbeddingSource` (backbone embeddings
+from a feature store).
 
-Adding a source (for instance a feature store of backbone embeddings) is one
-new module in ``longtail/sources/`` with one subclass:
+Adding a source is one new module in ``longtail/sources/`` with one subclass:
 
 1. Subclass :class:`Source`; set ``kind`` (the manifest's ``"kind"``),
    ``is_image`` (False for vectors) and ``default_model`` (``"mlp"`` for
@@ -29,7 +30,9 @@ new module in ``longtail/sources/`` with one subclass:
 2. Implement ``__len__``, ``take``, ``read``, ``item_shape``,
    ``to_columns``, ``same_samples`` and ``describe``; override ``resolve``
    when the stored samples fix some options (as a cache fixes the image
-   size).
+   size), and ``run_record``/``take_away``/``model_for`` when a run
+   trained on the samples hands over a model that takes something else (as
+   embeddings hand over backbone + head).
 3. Build Datasets with ``Dataset(class_names=..., labels=..., source=...)``;
    for ``Dataset.open``/``Dataset.load`` to find it, add its folder test or
    manifest ``kind`` to :func:`longtail.sources.open_source` /
@@ -150,6 +153,23 @@ class Source(abc.ABC):
     def input_shape(self, options: ImageOptions) -> tuple:
         """The model input shape for samples read with ``options``."""
         return self.item_shape(self.resolve(options))
+
+    def run_record(self) -> dict:
+        """Entries a run trained on these samples adds to its ``config.json``."""
+        return {}
+
+    def take_away(self, model):
+        """The model a run trained on these samples hands over (``model.keras``).
+
+        Args:
+            model: The trained model, augmentation removed
+                (:func:`longtail.training.inference.inference_model`).
+        """
+        return model
+
+    def model_for(self, model):
+        """The part of ``model`` (a take-away model) that takes these samples."""
+        return model
 
     def rooted(self) -> "Source":
         """This source with every file inside :attr:`root` (itself when it is already)."""

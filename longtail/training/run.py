@@ -262,7 +262,7 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
         print(f"longtail: {metrics['training']['stopped']}")
     _warn_unreadable(train_loader, val_loader)
     if out is not None:
-        _finish_run(out, model, report, run_config, history_rows)
+        _finish_run(out, model, report, run_config, history_rows, train_ds.source)
     if placement is not None:
         placement.barrier("longtail: run folder written")  # process 0 may still write
     history = {k: [float(v) for v in values] for k, values in fit_history.items()}
@@ -458,6 +458,7 @@ def _run_config(config: TrainConfig, data, strategy, train_ds, val_ds, steps_per
 
     if is_backbone(config.model):
         run_config["backbone"] = backbone_run_record(config)
+    run_config.update(train_ds.source.run_record())  # a feature store: its backbone
     if placement is not None:
         run_config["distributed"] = {
             "processes": placement.num_processes, "devices": placement.devices,
@@ -551,8 +552,13 @@ def _history_dict(history_rows: list[dict]) -> dict:
     return history
 
 
-def _finish_run(out: str, model, report, run_config: dict, history_rows: list[dict]) -> None:
-    """Commits model, metrics, history, report and the ``finished`` state as one set."""
+def _finish_run(out: str, model, report, run_config: dict, history_rows: list[dict],
+                source=None) -> None:
+    """Commits model, metrics, history, report and the ``finished`` state as one set.
+
+    ``model.keras`` is what ``source`` hands over for the trained model
+    (:meth:`longtail.sources.Source.take_away`: backbone + head for embeddings).
+    """
     from longtail._io import atomic_path, remove_stale_temps, write_json, write_text
     from longtail.report import write_report
 
@@ -564,7 +570,10 @@ def _finish_run(out: str, model, report, run_config: dict, history_rows: list[di
 
         with atomic_path(os.path.join(stage, "model.keras"), suffix=".keras") as tmp, \
                 tensorflow_left_unloaded():
-            inference_model(model).save(tmp)  # loads with plain Keras (no longtail classes)
+            take_away = inference_model(model)  # loads with plain Keras (no longtail classes)
+            if source is not None:
+                take_away = source.take_away(take_away)
+            take_away.save(tmp)
         metrics = report.to_dict()
         if "second_stage" in run_config:  # what a classifier-level method chose
             metrics["second_stage"] = run_config["second_stage"]
