@@ -25,6 +25,7 @@ import shutil
 
 import numpy as np
 
+from longtail import runs
 from longtail.errors import ConfigError, DataError
 
 __all__ = ["METADATA_KEY", "check_features", "read_identity", "write_features"]
@@ -69,6 +70,20 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
             holds another run's parts.
         DataError: An image cannot be read (names the file).
     """
+    if not str(out).endswith(".parquet"):
+        raise ConfigError(f"--out {out}: a feature store is a .parquet file; end the name "
+                          "with .parquet")
+    if dtype not in ("float16", "float32"):
+        raise ConfigError(f"`dtype` must be float16 or float32; got {dtype!r}")
+    # One writer per feature store: a lock beside it (its folder is the user's).
+    folder, name = os.path.split(os.path.abspath(os.fspath(out)))
+    with runs.locked(folder, "features", lock_name=f".{name}.longtail-lock", clean=False):
+        return _write(data, out, model, weights, image_size, batch_size, dtype, shard, resume,
+                      rows_per_part, data_options, progress)
+
+
+def _write(data, out, model, weights, image_size, batch_size, dtype, shard, resume,
+           rows_per_part, data_options, progress) -> str:
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
@@ -77,11 +92,6 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
     from longtail.dataset import Dataset, fingerprint
     from longtail.options import parse_image_size
 
-    if not str(out).endswith(".parquet"):
-        raise ConfigError(f"--out {out}: a feature store is a .parquet file; end the name "
-                          "with .parquet")
-    if dtype not in ("float16", "float32"):
-        raise ConfigError(f"`dtype` must be float16 or float32; got {dtype!r}")
     if os.path.exists(out):
         raise ConfigError(f"--out {out} already exists; choose another file")
     ds = data if isinstance(data, Dataset) else Dataset.open(data, **(data_options or {}))
