@@ -22,7 +22,8 @@ import numpy as np
 
 from longtail.errors import ConfigError
 
-__all__ = ["COLOR_MODES", "DTYPES", "MAX_FILE_BYTES", "MAX_PIXELS", "MAX_SIDE", "RESIZE_MODES", "ImageOptions",
+__all__ = ["COLOR_MODES", "DTYPES", "MAX_FILE_BYTES", "MAX_PIXELS", "MAX_SIDE", "RESIZE_MODES",
+           "ImageOptions",
            "channels_of", "color_mode_of", "file_size_limit", "parse_image_size",
            "parse_max_file_bytes", "parse_max_pixels", "parse_one_of"]
 

@@ -61,7 +61,8 @@ def test_from_table_refuses_other_objects():
 @pytest.mark.parametrize("bad, shown", [(float("nan"), "an empty cell or NaN"),
                                         (float("inf"), "value inf"),
                                         (-float("inf"), "value -inf"),
-                                        (1e39, r"value 1e\+39 \(beyond float32\)")])  # overflows float32
+                                        # 1e39 overflows float32
+                                        (1e39, r"value 1e\+39 \(beyond float32\)")])
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_non_finite_feature_is_refused_with_row_and_column(tmp_path, capsys, bad, shown,
                                                           suffix):
