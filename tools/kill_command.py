@@ -76,7 +76,8 @@ def files(folder: str) -> dict:
 
     runs.recover(folder)
     out = {}
-    for parent, _, names in os.walk(folder):
+    for parent, folders, names in os.walk(folder):
+        folders[:] = [f for f in folders if not f.startswith(".")]  # stages: never read
         for name in names:
             path = os.path.join(parent, name)
             if not name.startswith("."):
@@ -125,7 +126,9 @@ def kill_evaluate(work: str, data: str, kills: int, rng: random.Random) -> colle
             outcome = "new set" if code != 0 else "finished before the kill"
         else:
             outcome = "MIXED"
-            print(f"evaluate round {round_}: mixed set", file=sys.stderr)
+            print(f"evaluate round {round_}: mixed set: " + ", ".join(
+                f"{name} {'A' if data == references['A'][0].get(name) else 'B' if data == references['B'][0].get(name) else '?'}"
+                for name, data in sorted(now.items())), file=sys.stderr)
         code, err = run("evaluate", models["B"], data, "--out", folder)
         if code != 0 or files(folder) != references["B"][0] or hidden(folder):
             outcome += ", BAD RERUN"
