@@ -26,6 +26,9 @@ __all__ = ["classwise_ece", "reliability", "fit_temperature", "fit_bias_temperat
            "calibration_summary", "add_calibration"]
 
 
+_ROWS = 1024  # rows of logits in one block of nll (memory: _ROWS x k floats)
+
+
 def _check(scores, y_true) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     y = np.asarray(y_true).astype(np.int64).reshape(-1)
@@ -89,7 +92,11 @@ def reliability(probs, y_true, classes, bins: int = 10) -> dict:
 def nll(logits, y_true, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``softmax(logits / temperature)``."""
     logits, y = _check(logits, y_true)
-    return float(-log_softmax(logits / temperature, axis=1)[np.arange(y.size), y].mean())
+    total = 0.0
+    for lo in range(0, y.size, _ROWS):  # row blocks: no (n, k) temporaries
+        block = log_softmax(logits[lo:lo + _ROWS] / temperature, axis=1)
+        total += float(block[np.arange(len(block)), y[lo:lo + _ROWS]].sum())
+    return -total / y.size if y.size else float("nan")
 
 
 def fit_temperature(logits, y_true) -> float:

@@ -19,7 +19,7 @@ import warnings
 from longtail import _validation as v
 from longtail import runs
 from longtail.errors import DataError, LongtailError
-from longtail.options import COLOR_MODES, RESIZE_MODES
+from longtail.options import COLOR_MODES, MAX_FILE_BYTES, RESIZE_MODES, file_size_limit
 
 __all__ = ["main", "build_parser"]
 
@@ -70,6 +70,21 @@ def _add_data_options(p: argparse.ArgumentParser, optional: bool = False,
     p.add_argument("--allow-outside-root", action="store_true",
                    help="accept a table, manifest or cache whose paths lead outside its "
                         "folder (absolute paths elsewhere, ..) (default: refused)")
+    _add_file_size_option(p)
+
+
+def _add_file_size_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-file-bytes", default=None, metavar="BYTES",
+                   help="files larger than this are unreadable, not read (e.g. 512M, 2G; "
+                        "default 256M; 0 for no limit)")
+
+
+def _max_file_bytes(args):
+    """--max-file-bytes: None when not given (the default limit), 0 for no limit."""
+    value = getattr(args, "max_file_bytes", None)
+    if value is None:
+        return MAX_FILE_BYTES
+    return None if value.strip() == "0" else value
 
 
 def _open(args, data=None):
@@ -786,6 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "true,<class>,..., one row per true class (default: the most "
                         "probable class)")
     _add_quiet(p, "progress bar")
+    _add_file_size_option(p)
 
     p = sub.add_parser("adapt", help="estimate the deployment class prior (label shift) "
                                      "and write an adapted model")
@@ -798,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default=None, metavar="uniform|train|FILE",
                    help="a known target prior instead of estimating it (default: estimated "
                         "from --unlabeled)")
+    _add_file_size_option(p)
     p.add_argument("--method", default="em", choices=("em", "bbse"),
                    help="the estimate to adapt to; both are in prior.json "
                         "(default: %(default)s)")
@@ -873,6 +890,7 @@ _FLAGS = {
     "strategies": "--strategies", "balance": "--balance", "quality": "--quality",
     "rows_per_shard": "--rows-per-shard", "model": "--model", "augment": "--augment",
     "shot_thresholds": "--shot-thresholds",
+    "max_file_bytes": "--max-file-bytes",
 }
 
 
@@ -946,7 +964,8 @@ def _run(args, debug: bool) -> int:
             if not debug:  # one line per warning, without the source line
                 warnings.showwarning = _show_warning
             warnings.filterwarnings("ignore", message=_PILLOW_BOMB)
-            return COMMANDS[args.command](args) or 0
+            with file_size_limit(_max_file_bytes(args)):
+                return COMMANDS[args.command](args) or 0
     except LongtailError as e:
         if debug:
             raise

@@ -434,7 +434,8 @@ class Dataset:
                prefetch: int | None = None, on_error: str = "skip",
                color_mode: str = "rgb", resize: str = "stretch",
                dtype: str = "uint8", epoch_length: int | None = None,
-               drop_remainder: bool | None = None, max_pixels: int | None = MAX_PIXELS):
+               drop_remainder: bool | None = None, max_pixels: int | None = MAX_PIXELS,
+               max_file_bytes: int | str | None = "default"):
         """A batch loader for Keras ``fit``; see :func:`longtail.loader.make_loader`.
 
         ``image_size`` takes ``64``, ``"64x48"`` or ``(64, 48)`` (height

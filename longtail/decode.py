@@ -130,25 +130,42 @@ def _open_nonblocking(path, flags):
     return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
-def read_file(path) -> tuple[bytes, os.stat_result]:
+def read_file(path, max_bytes="default") -> tuple[bytes, os.stat_result]:
     """The bytes and ``os.stat`` of a regular file, or a :class:`DecodeError`.
 
-    A named pipe, device or socket is refused without waiting on it.
+    A named pipe, device or socket is refused without waiting on it, and a
+    file larger than ``max_bytes`` (default: ``ImageOptions().max_file_bytes``;
+    None for no limit) without reading it.
     """
+    if max_bytes == "default":
+        max_bytes = DecodeOptions().max_file_bytes
     try:
         with open(path, "rb", opener=_open_nonblocking) as f:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise DecodeError(path, "not a regular file (a named pipe, device or "
                                   "socket); expected an image file")
-            return f.read(), info
+            if max_bytes is None:
+                return f.read(), info
+            if info.st_size > max_bytes:
+                raise DecodeError(path, _too_large(info.st_size, max_bytes))
+            data = f.read(max_bytes + 1)  # + 1: a file that grew since fstat
+            if info.st_size > max_bytes or len(data) > max_bytes:
+                raise DecodeError(path, _too_large(max(info.st_size, len(data)), max_bytes))
+            return data, info
     except OSError as e:
         raise DecodeError(path, f"cannot read the file ({e.strerror or e})") from e
 
 
+def _too_large(size: int, limit: int) -> str:
+    return (f"the file is {size:,} bytes, more than max_file_bytes={limit:,} (no image file "
+            "is that large); not read; raise max_file_bytes (--max-file-bytes) if the file "
+            "is trusted")
+
+
 def read_image(path, options: DecodeOptions) -> np.ndarray:
     """Reads and decodes the file at ``path``; see :func:`decode_image`."""
-    data, _ = read_file(path)
+    data, _ = read_file(path, options.max_file_bytes)
     return decode_image(data, options, path=path)
 
 

@@ -58,16 +58,41 @@ class EvaluationReport:
         return copy.deepcopy(self._metrics)
 
     def save(self, out_dir) -> str:
-        """Writes ``metrics.json`` into ``out_dir`` atomically; returns its path."""
+        """Writes ``metrics.json`` into ``out_dir`` atomically; returns its path.
+
+        Holds the folder's lock (:func:`longtail.runs.locked`) while writing.
+        """
+        from longtail import runs
+
         path = os.path.join(os.fspath(out_dir), "metrics.json")
-        _io.write_json(path, rounded(self._metrics))
+        with runs.locked(out_dir, "evaluate"):
+            _io.write_json(path, rounded(self._metrics))
         return path
 
     def write_report(self, out_dir, **options):
         """Writes ``report.html`` and its plots; see :func:`longtail.report.write_report`."""
+        from longtail import runs
         from longtail.report import write_report
 
-        return write_report(out_dir, self._metrics, **options)
+        with runs.locked(out_dir, "evaluate"):
+            return write_report(out_dir, self._metrics, **options)
+
+    def write(self, out_dir, **options) -> str:
+        """Writes ``metrics.json``, ``report.html`` and the plots as one set.
+
+        As ``longtail evaluate --out``: under the folder's lock, committed
+        together (:func:`longtail.runs.commit_set`), so ``out_dir`` holds the
+        whole old set or the whole new one. ``options`` go to
+        :func:`longtail.report.write_report`. Returns the path of
+        ``metrics.json``.
+        """
+        from longtail import runs
+        from longtail.report import write_report
+
+        with runs.locked(out_dir, "evaluate"), runs.commit_set(out_dir) as stage:
+            _io.write_json(os.path.join(stage.dir, "metrics.json"), rounded(self._metrics))
+            write_report(stage.dir, self._metrics, **options)
+        return os.path.join(os.fspath(out_dir), "metrics.json")
 
     def __repr__(self) -> str:
         m = self._metrics
@@ -270,6 +295,7 @@ def evaluate(
     top_k: Sequence[int] = (5,),
     bootstrap=True,
     progress: bool = False,
+    out=None,
     **loader_kw,
 ) -> EvaluationReport:
     """Evaluates a classifier on data too large to hold in memory.
@@ -310,6 +336,10 @@ def evaluate(
             per class as ``recall_interval`` and ``precision_interval``).
         progress: Show a progress bar with an ETA on standard error (only
             on a terminal, and only for more than one batch).
+        out: A folder to write ``metrics.json``, ``report.html`` and the
+            plots into, as one set (:meth:`EvaluationReport.write`). Its lock
+            is held from the start, so a second writer of the folder is
+            refused (:class:`longtail.runs.LockedError`) before any work.
         **loader_kw: Further options of ``Dataset.loader`` (only with a
             ``Dataset``).
 
@@ -324,6 +354,17 @@ def evaluate(
         >>> report = evaluate(model, val.loader(batch_size=64))  # doctest: +SKIP
         >>> report.save("run/")                                  # doctest: +SKIP
     """
+    if out is not None:
+        from longtail import runs
+
+        with runs.locked(out, "evaluate"):
+            report = evaluate(model, data, class_names=class_names, train_counts=train_counts,
+                              posthoc_tau=posthoc_tau, priors=priors, from_logits=from_logits,
+                              batch_size=batch_size, steps=steps,
+                              shot_thresholds=shot_thresholds, top_k=top_k,
+                              bootstrap=bootstrap, progress=progress, **loader_kw)
+            report.write(out)
+        return report
     batches = _loader_of(model, data, batch_size, loader_kw)
     source = getattr(batches, "source", None)
     if source is not None and hasattr(model, "inputs"):  # backbone+head on embeddings: the head

@@ -25,6 +25,7 @@ import shutil
 
 import numpy as np
 
+from longtail import runs
 from longtail.errors import ConfigError, DataError, DecodeError
 
 __all__ = ["METADATA_KEY", "check_features", "join_shards", "read_identity", "shard_path",
@@ -111,12 +112,23 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
     target = out if count == 1 else shard_path(out, index, count)
     if count > 1:
         _refuse_other_shards(out, identity)
-    if not os.path.exists(target):  # a shard written before is kept; this run may join
-        _embed(ds, backbone, identity, target, resume=resume, batch_size=batch_size,
-               progress=progress)
-    if count > 1:
-        return join_shards(out, count) or target
-    return out
+    # One writer per store or shard: a lock beside it (its folder is the user's).
+    with _lock_beside(target):
+        if not os.path.exists(target):  # a shard written before is kept; this run may join
+            _embed(ds, backbone, identity, target, resume=resume, batch_size=batch_size,
+                   progress=progress)
+    if count == 1:
+        return out
+    try:
+        with _lock_beside(out):
+            return join_shards(out, count) or target
+    except runs.LockedError:  # another shard's run is joining them
+        return target
+
+
+def _lock_beside(path: str):
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return runs.locked(folder, "features", lock_name=f".{name}.longtail-lock", clean=False)
 
 
 def _embed(ds, backbone, identity: dict, target: str, *, resume: bool, batch_size: int,

@@ -64,7 +64,8 @@ def make_loader(dataset, batch_size: int, image_size=None, sampling="shuffle",
                 color_mode: str = "rgb", resize: str = "stretch",
                 dtype: str = "uint8", epoch_length: int | None = None,
                 drop_remainder: bool | None = None,
-                max_pixels: int | None = MAX_PIXELS) -> "Loader":
+                max_pixels: int | None = MAX_PIXELS,
+                max_file_bytes: int | str | None = "default") -> "Loader":
     """Builds a batch loader over a :class:`longtail.Dataset`.
 
     Args:
@@ -104,6 +105,9 @@ def make_loader(dataset, batch_size: int, image_size=None, sampling="shuffle",
         drop_remainder: drop the last partial batch; default True for every
             plan except ``"sequential"`` (evaluation sees every sample).
         max_pixels: decompression-bomb guard, see ``ImageOptions``.
+        max_file_bytes: files larger than this are unreadable without being
+            read (default 256 MiB, or an enclosing ``file_size_limit``);
+            None for no limit; see ``ImageOptions``.
 
     Returns:
         A :class:`Loader`; ``model.fit(loader, epochs=...)`` works as is.
@@ -144,7 +148,7 @@ class Loader(DataAdapter):
                  class_weight=None, label_mode="int", seed=0, shard=(0, 1),
                  num_workers=None, prefetch=None, on_error="skip", color_mode="rgb",
                  resize="stretch", dtype="uint8", epoch_length=None,
-                 drop_remainder=None, max_pixels=MAX_PIXELS):
+                 drop_remainder=None, max_pixels=MAX_PIXELS, max_file_bytes="default"):
         from longtail.weights import resolve_class_weight
 
         self.dataset = dataset
@@ -167,7 +171,7 @@ class Loader(DataAdapter):
         self.source = dataset.source
         self.options = self.source.resolve(ImageOptions(
             image_size=image_size, color_mode=color_mode, resize=resize, dtype=dtype,
-            max_pixels=max_pixels))
+            max_pixels=max_pixels, max_file_bytes=max_file_bytes))
         self.sampler_ = _with_epoch_length(sampling, epoch_length)
         self.drop_remainder = (self.sampler_.name != "sequential"
                                if drop_remainder is None else bool(drop_remainder))

@@ -12,6 +12,13 @@ recall. They are reported per class with recall 0 (``zero_division=0``) but are
 left out of every mean of recalls (balanced accuracy, geometric mean, shot
 accuracy), as ``sklearn.metrics.balanced_accuracy_score`` does; a warning names
 them.
+
+Many classes: above :data:`SPARSE_CONFUSION_ABOVE` classes the confusion
+matrix is computed and stored sparse (the non-zero cells only, see
+:func:`sparse_confusion`), never as a dense ``k x k`` array, so memory and
+``metrics.json`` grow with samples plus classes; the scikit-learn calls that
+would build a dense matrix (balanced accuracy, top-k) are replaced by their
+definitions there.
 """
 
 from __future__ import annotations
@@ -24,9 +31,75 @@ from sklearn import metrics as skm
 
 from longtail.errors import ConfigError, DataError
 
-__all__ = ["compute_metrics", "shot_groups", "prior_shift_curve", "group_confusion"]
+__all__ = ["compute_metrics", "shot_groups", "prior_shift_curve", "group_confusion",
+           "confusion_entries", "sparse_confusion", "SPARSE_CONFUSION_ABOVE"]
 
 _GROUPS = ("many", "medium", "few")
+
+#: Past this many classes, ``confusion_matrix`` in ``metrics.json`` is sparse.
+#: A dense 1,000 x 1,000 matrix is 8 MB in memory and about 2 MB of JSON, and
+#: no longer readable as a picture; at 10,000 classes it would be 800 MB and
+#: 200 MB. The one place this limit is set.
+SPARSE_CONFUSION_ABOVE = 1000
+_TOPK_ROWS = 1024  # rows of scores ranked at a time for top-k above the limit
+
+
+def sparse_confusion(y_true, y_pred, num_classes: int) -> dict:
+    """The confusion matrix as its non-zero cells, computed without a dense array.
+
+    Returns:
+        ``{"format": "sparse", "shape": [k, k], "true": [...], "predicted":
+        [...], "count": [...]}``: cell ``(true[i], predicted[i])`` holds
+        ``count[i]``, cells sorted by true then predicted class; every other
+        cell is 0. This is ``confusion_matrix`` in ``metrics.json`` above
+        :data:`SPARSE_CONFUSION_ABOVE` classes.
+    """
+    k = int(num_classes)
+    cells, counts = np.unique(np.asarray(y_true, np.int64) * k + np.asarray(y_pred, np.int64),
+                              return_counts=True)
+    return {"format": "sparse", "shape": [k, k], "true": (cells // k).tolist(),
+            "predicted": (cells % k).tolist(), "count": counts.tolist()}
+
+
+def confusion_entries(confusion_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(true, predicted, count, k)`` of the non-zero cells of either form.
+
+    Args:
+        confusion_matrix: A dense ``(k, k)`` matrix (array or nested lists)
+            or the sparse dict of :func:`sparse_confusion`, as a
+            ``metrics.json`` may hold either.
+
+    Raises:
+        DataError: Neither form.
+    """
+    if isinstance(confusion_matrix, Mapping):
+        try:
+            k = int(confusion_matrix["shape"][0])
+            true, pred, count = (np.asarray(confusion_matrix[key], np.int64)
+                                 for key in ("true", "predicted", "count"))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise DataError(f"a sparse confusion matrix needs shape, true, predicted and "
+                            f"count; got keys {sorted(confusion_matrix)}") from e
+        if not (true.shape == pred.shape == count.shape and true.ndim == 1):
+            raise DataError("a sparse confusion matrix needs true, predicted and count "
+                            "lists of one length")
+        return true, pred, count, k
+    cm = np.asarray(confusion_matrix)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise DataError(f"a confusion matrix must be square; got shape {cm.shape}")
+    true, pred = np.nonzero(cm)
+    return true, pred, cm[true, pred], cm.shape[0]
+
+
+def _top_k_chunked(y_true, scores, top: int) -> float:
+    """Top-k accuracy without a full (n, k) argsort: a sample is a hit when
+    fewer than ``top`` classes score strictly higher than its true class."""
+    hits = 0
+    for lo in range(0, len(y_true), _TOPK_ROWS):
+        block = scores[lo:lo + _TOPK_ROWS]
+        truth = block[np.arange(len(block)), y_true[lo:lo + _TOPK_ROWS]]
+        hits += int(np.count_nonzero((block > truth[:, None]).sum(axis=1) < top))
+    return hits / len(y_true)
 
 
 def _labels(y, name: str, num_classes: int) -> np.ndarray:
@@ -198,10 +271,14 @@ def compute_metrics(
             UserWarning,
             stacklevel=2,
         )
-    with warnings.catch_warnings():
-        # Already warned above, with the class names.
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        balanced = skm.balanced_accuracy_score(y_true, y_pred)
+    sparse = k > SPARSE_CONFUSION_ABOVE
+    if sparse:  # sklearn's balanced accuracy builds a dense k x k matrix
+        balanced = recall[present].mean()
+    else:
+        with warnings.catch_warnings():
+            # Already warned above, with the class names.
+            warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+            balanced = skm.balanced_accuracy_score(y_true, y_pred)
 
     out = {
         "classes": class_names,
@@ -216,6 +293,7 @@ def compute_metrics(
         for top in sorted(set(int(t) for t in top_k)):
             if 1 <= top < k:
                 out["top_k_accuracy"][str(top)] = float(
+                    _top_k_chunked(y_true, scores, top) if sparse else
                     skm.top_k_accuracy_score(y_true, scores, k=top, labels=labels)
                 )
 
@@ -242,13 +320,15 @@ def compute_metrics(
         for row, count, group in zip(per_class, counts, groups):
             row["train_count"] = int(count)
             row["shot"] = str(group)
-        cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    cm = (sparse_confusion(y_true, y_pred, k) if sparse
+          else skm.confusion_matrix(y_true, y_pred, labels=labels))
+    if train_counts is not None:
         out["group_confusion"] = group_confusion(cm, groups)
         if present.all() and np.all(counts > 0):
             out["prior_shift"] = prior_shift_curve(cm, counts)
 
     out["per_class"] = per_class
-    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    out["confusion_matrix"] = cm if sparse else cm.tolist()
     out["true_distribution"] = [int(c) for c in support]
     out["predicted_distribution"] = [int(c) for c in predicted]
     return out
@@ -262,11 +342,15 @@ def group_confusion(confusion_matrix, groups) -> dict:
         columns the predicted class's group, over the groups that have
         classes, in many, medium, few order.
     """
-    cm = np.asarray(confusion_matrix)
+    true, pred, count, _ = confusion_entries(confusion_matrix)
     groups = np.asarray(groups)
     names = [g for g in _GROUPS if np.any(groups == g)]
-    member = np.stack([groups == g for g in names]).astype(np.int64)  # (g, k)
-    return {"groups": names, "matrix": (member @ cm @ member.T).tolist()}
+    index = np.full(len(groups), -1)
+    for i, g in enumerate(names):
+        index[groups == g] = i
+    matrix = np.zeros((len(names), len(names)), np.int64)
+    np.add.at(matrix, (index[true], index[pred]), count)
+    return {"groups": names, "matrix": matrix.tolist()}
 
 
 def prior_shift_curve(confusion_matrix, train_counts, steps: int = 11) -> dict:
@@ -282,7 +366,8 @@ def prior_shift_curve(confusion_matrix, train_counts, steps: int = 11) -> dict:
     do.
 
     Args:
-        confusion_matrix: ``(k, k)`` counts, rows true, every class present.
+        confusion_matrix: ``(k, k)`` counts, rows true, every class present
+            (dense, or sparse as :func:`sparse_confusion`).
         train_counts: Training samples per class.
         steps: Points on each half of the path.
 
@@ -290,8 +375,11 @@ def prior_shift_curve(confusion_matrix, train_counts, steps: int = 11) -> dict:
         ``{"t", "accuracy", "balanced_accuracy", "macro_f1"}``, lists of equal
         length, and ``"priors"``, the target prior at each point.
     """
-    cm = np.asarray(confusion_matrix, dtype=np.float64)
-    support = cm.sum(axis=1)
+    true, pred, count, k = confusion_entries(confusion_matrix)
+    count = count.astype(np.float64)
+    support = np.bincount(true, weights=count, minlength=k)
+    diagonal = true == pred
+    hits = np.bincount(true[diagonal], weights=count[diagonal], minlength=k)
     if np.any(support == 0):
         raise DataError("a prior-shift curve needs every class in the test data")
     train = np.asarray(train_counts, dtype=np.float64)
@@ -305,8 +393,9 @@ def prior_shift_curve(confusion_matrix, train_counts, steps: int = 11) -> dict:
            "macro_f1": []}
     for t in ts:
         q = uniform + t * (uniform - train) if t < 0 else uniform + t * (reverse - uniform)
-        w = cm * (q / support)[:, None]  # rows sum to q
-        tp, predicted = np.diag(w), w.sum(axis=0)
+        scale = q / support  # each row of the matrix scaled to sum to q
+        tp = hits * scale
+        predicted = np.bincount(pred, weights=count * scale[true], minlength=k)
         recall = tp / q
         precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
         f1 = np.divide(2 * precision * recall, precision + recall,

@@ -14,21 +14,29 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 
 import numpy as np
 
 from longtail.errors import ConfigError
 
-__all__ = ["COLOR_MODES", "DTYPES", "MAX_PIXELS", "MAX_SIDE", "RESIZE_MODES", "ImageOptions",
-           "channels_of", "color_mode_of", "parse_image_size", "parse_max_pixels",
-           "parse_one_of"]
+__all__ = ["COLOR_MODES", "DTYPES", "MAX_FILE_BYTES", "MAX_PIXELS", "MAX_SIDE", "RESIZE_MODES",
+           "ImageOptions",
+           "channels_of", "color_mode_of", "file_size_limit", "parse_image_size",
+           "parse_max_file_bytes", "parse_max_pixels", "parse_one_of"]
 
 COLOR_MODES = {"rgb": 3, "grayscale": 1, "rgba": 4}  # colour mode -> channel count
 RESIZE_MODES = ("stretch", "crop", "pad")
 DTYPES = ("uint8", "float32")
 MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit
 MAX_SIDE = 8192
+#: Files larger than this are not read (no image file is near it; a 2 GB file
+#: named .jpg would otherwise be read whole into memory). ``--max-file-bytes``.
+MAX_FILE_BYTES = 256 * 2**20
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_file_bytes_default = [MAX_FILE_BYTES]  # what ImageOptions() uses; see file_size_limit
 
 
 def _is_int(value) -> bool:
@@ -98,6 +106,37 @@ def parse_max_pixels(value, name: str = "max_pixels") -> int | None:
     return None if value is None else int(value)
 
 
+def parse_max_file_bytes(value, name: str = "max_file_bytes") -> int | None:
+    """The file-size limit: a positive int of bytes, a string such as ``"512M"``
+    or ``"2G"`` (K, M, G, T: powers of 1024), or None for no limit."""
+    size = value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)i?b?\s*", value.lower())
+        size = int(match[1]) * _UNITS[match[2]] if match else None
+    if value is not None and (not _is_int(size) or size < 1):
+        raise ConfigError(f"`{name}` must be a positive number of bytes (e.g. 268435456, "
+                          f"512M, 2G) or None; got {value!r}")
+    return None if value is None else int(size)
+
+
+@contextlib.contextmanager
+def file_size_limit(value):
+    """Sets the default ``max_file_bytes`` of every :class:`ImageOptions` made inside.
+
+    The command line's ``--max-file-bytes`` is this, around the whole command,
+    so the loader, the cache, evaluation and prediction all apply it.
+    """
+    previous = _file_bytes_default[0]
+    _file_bytes_default[0] = parse_max_file_bytes(value)
+    try:
+        yield
+    finally:
+        _file_bytes_default[0] = previous
+
+
+_DEFAULT = "default"
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
     """How a sample becomes an array (``longtail.decode.DecodeOptions`` is this class).
@@ -116,6 +155,10 @@ class ImageOptions:
         max_pixels: refuse images with more pixels than this (decompression
             bomb guard); None for no limit. Pillow's own limit
             (``PIL.Image.MAX_IMAGE_PIXELS``) still applies to non-JPEG files.
+        max_file_bytes: files larger than this are not read: they are
+            unreadable files, with a message naming the file and the limit
+            (default :data:`MAX_FILE_BYTES`, 256 MiB, or the limit of an
+            enclosing :func:`file_size_limit`); None for no limit.
     """
 
     image_size: tuple[int, int] | None = None
@@ -123,6 +166,7 @@ class ImageOptions:
     resize: str = "stretch"
     dtype: str = "uint8"
     max_pixels: int | None = MAX_PIXELS
+    max_file_bytes: int | None = _DEFAULT
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", parse_image_size(self.image_size))
@@ -130,6 +174,9 @@ class ImageOptions:
         parse_one_of("resize", self.resize, RESIZE_MODES)
         parse_one_of("dtype", self.dtype, DTYPES)
         object.__setattr__(self, "max_pixels", parse_max_pixels(self.max_pixels))
+        limit = self.max_file_bytes
+        object.__setattr__(self, "max_file_bytes", _file_bytes_default[0] if limit == _DEFAULT
+                           else parse_max_file_bytes(limit))
 
     @property
     def channels(self) -> int:

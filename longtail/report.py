@@ -76,7 +76,78 @@ def _class_ticks(ax, names: Sequence[str], axis: str, limit: int) -> bool:
     return True
 
 
+#: Pairs of classes drawn when the confusion matrix is too large to picture.
+_TOP_PAIRS = 25
+
+
+def _confusion_note(metrics: dict) -> str:
+    if isinstance(metrics["confusion_matrix"], dict):
+        return (f"{len(metrics['classes']):,} classes: too many for a matrix (metrics.json "
+                f"stores it sparse). Left: the {_TOP_PAIRS} most frequent confusions, as a "
+                "share of the true class's samples (count at the bar). Right, with training "
+                "counts: test samples of each shot group by the group of the predicted class, "
+                "rows normalised.")
+    return ("Rows are true classes, columns predictions; each row is divided by its "
+            "class's sample count. Grey rows: no samples.")
+
+
+def _most_confused(metrics: dict, n: int):
+    """``(true, predicted, count, off_diagonal_cells)`` of the ``n`` largest
+    off-diagonal cells, most samples first (ties by class index)."""
+    from longtail.metrics import confusion_entries
+
+    true, pred, count, _ = confusion_entries(metrics["confusion_matrix"])
+    off = true != pred
+    true, pred, count = true[off], pred[off], count[off]
+    top = np.lexsort((pred, true, -count))[:n]
+    return true[top], pred[top], count[top], int(off.sum())
+
+
+def _plot_confused_pairs(metrics: dict) -> bytes:
+    """The most confused pairs and the per-group confusion, for a sparse matrix."""
+    names = metrics["classes"]
+    true, pred, count, cells = _most_confused(metrics, _TOP_PAIRS)
+    support = np.asarray(metrics["true_distribution"], dtype=np.float64)
+    top = np.arange(len(count))
+    groups = metrics.get("group_confusion")
+    fig = Figure(figsize=(12 if groups else 8, max(3.0, 0.28 * len(top) + 1.5)), dpi=100,
+                 layout="constrained")
+    ax = fig.add_subplot(1, 2 if groups else 1, 1)
+    share = count[top] / support[true[top]]
+    labels = [f"{_label(names[t])} \u2192 {_label(names[p])}"
+              for t, p in zip(true[top], pred[top])]
+    ax.barh(range(len(top)), share, color="#1f77b4")
+    ax.set_yticks(range(len(top)), labels, fontsize=8)
+    ax.invert_yaxis()
+    for i, (v, c) in enumerate(zip(share, count[top])):
+        ax.text(v, i, f" {int(c)}", va="center", fontsize=7)
+    ax.set_xlabel("share of the true class predicted as the other")
+    ax.set_title(f"Most confused pairs (true \u2192 predicted), of {cells:,} "
+                 "off-diagonal cells", fontsize=10)
+    if not len(top):
+        ax.text(0.5, 0.5, "no confusions", ha="center", va="center", transform=ax.transAxes)
+    if groups:
+        gm = np.asarray(groups["matrix"], dtype=np.float64)
+        rows = gm.sum(axis=1, keepdims=True)
+        norm = np.divide(gm, rows, out=np.full_like(gm, np.nan), where=rows > 0)
+        gx = fig.add_subplot(1, 2, 2)
+        gx.imshow(np.ma.masked_invalid(norm), cmap=colormaps["Blues"], vmin=0, vmax=1)
+        g = len(groups["groups"])
+        gx.set_xticks(range(g), groups["groups"])
+        gx.set_yticks(range(g), groups["groups"])
+        for i, j in np.ndindex(g, g):
+            if rows[i, 0] > 0:
+                gx.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                        color="white" if norm[i, j] > 0.55 else "#333")
+        gx.set_xlabel("group of the predicted class")
+        gx.set_ylabel("true group")
+        gx.set_title("Confusion by shot group, rows normalised", fontsize=10)
+    return _png(fig)
+
+
 def _plot_confusion(metrics: dict) -> bytes:
+    if isinstance(metrics["confusion_matrix"], dict):  # sparse: too many classes to draw
+        return _plot_confused_pairs(metrics)
     names = metrics["classes"]
     k = len(names)
     cm = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
@@ -400,9 +471,7 @@ def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | Non
             "fall toward the tail mean the model still favours frequent classes.",
             _plot_recall(metrics, train_counts)),
         "confusion_matrix.png": (
-            "Confusion matrix", "Rows are true classes, columns predictions; each row "
-            "is divided by its class's sample count. Grey rows: no samples.",
-            _plot_confusion(metrics)),
+            "Confusion matrix", _confusion_note(metrics), _plot_confusion(metrics)),
         "class_distribution.png": (
             "Predicted versus true class distribution", "How often each class is "
             "predicted against how often it occurs.",

@@ -178,6 +178,7 @@ class ImageDataset(torch.utils.data.Dataset):
             torchvision transforms), or None.
         target_transform: callable applied to the label, or None.
         max_pixels: decompression-bomb guard, see ``ImageOptions``.
+        max_file_bytes: file-size guard, see ``ImageOptions``.
 
     Raises:
         longtail.DecodeError: from ``__getitem__``, naming a file that
@@ -185,7 +186,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, image_size=None, color_mode="rgb", resize="stretch",
-                 transform=None, target_transform=None, max_pixels=MAX_PIXELS):
+                 transform=None, target_transform=None, max_pixels=MAX_PIXELS,
+                 max_file_bytes="default"):
         if not hasattr(dataset, "labels") or not hasattr(dataset, "source"):
             raise ConfigError(
                 f"`dataset` must be a longtail.Dataset; got {type(dataset).__name__}")
@@ -193,7 +195,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.source = dataset.source
         self.options = self.source.resolve(ImageOptions(
             image_size=image_size, color_mode=color_mode, resize=resize, dtype="uint8",
-            max_pixels=max_pixels))
+            max_pixels=max_pixels, max_file_bytes=max_file_bytes))
         self.transform = transform
         self.target_transform = target_transform
         self.class_names = list(dataset.class_names)

@@ -431,3 +431,24 @@ def test_module_entry_point_runs_cache(data, tmp_path):
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert len(lt.Dataset.open(tmp_path / "c")) == 22
+
+
+def test_cli_counts_too_large_files_as_unreadable(data, tmp_path, capsys):
+    with open(os.path.join(data, "bee", "huge.jpg"), "wb") as f:
+        f.truncate(300 * 2**20)  # sparse: nothing big is written
+    code, out, err = _cli(capsys, "cache", data, "--out", tmp_path / "c", "--image-size", "16")
+    assert code == 0, err
+    assert err.startswith("longtail: warning: 2 unreadable source files were skipped")
+    assert f"huge.jpg: the file is {300 * 2**20:,} bytes, more than max_file_bytes=" \
+           "268,435,456" in err
+    # --max-file-bytes: a limit below the small images makes them unreadable too
+    code, out, err = _cli(capsys, "cache", data, "--out", tmp_path / "d", "--image-size", "16",
+                          "--max-file-bytes", "1K")
+    assert code == 0 and "more than max_file_bytes=1,024" in err
+    assert "unreadable source files were skipped" in err and "2 unreadable" not in err
+    code, _, err = _cli(capsys, "cache", data, "--out", tmp_path / "e", "--image-size", "16",
+                        "--max-file-bytes", "lots")
+    assert code == 2 and err.strip().splitlines() == [
+        "longtail: error: --max-file-bytes must be a positive number of bytes (e.g. "
+        "268435456, 512M, 2G) or None; got 'lots'"]
+    assert not (tmp_path / "e").exists()

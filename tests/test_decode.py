@@ -3,6 +3,7 @@
 import io
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+import os
 
 import numpy as np
 import pytest
@@ -270,3 +271,73 @@ def test_pillow_metadata_warnings_are_hidden_only_while_decoding():
         Image.open(io.BytesIO(data)).getexif()
         assert [str(w.message) for w in caught] == ["Truncated File Read"]
     assert warnings.filters == before
+
+
+# ------------------------------------------------------------- file-size limit
+def _sparse(path, size):
+    """A file of ``size`` bytes that takes no disk space (nothing big is written)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return str(path)
+
+
+def test_a_file_far_larger_than_any_image_is_not_read(tmp_path):
+    import tracemalloc
+
+    from longtail.options import MAX_FILE_BYTES
+
+    big = _sparse(tmp_path / "huge.jpg", MAX_FILE_BYTES + 2**20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError) as e:
+            read_image(big, DecodeOptions(image_size=8))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # refused from its size: not read into memory
+    assert e.value.path == big
+    assert f"the file is {MAX_FILE_BYTES + 2**20:,} bytes, more than max_file_bytes=" \
+           f"{MAX_FILE_BYTES:,}" in str(e.value)
+
+
+def test_max_file_bytes_is_an_option(tmp_path):
+    from longtail.decode import read_file
+    from longtail.options import file_size_limit
+
+    path = _save(tmp_path, "g.png", Image.fromarray(_gradient()), "PNG")
+    size = os.path.getsize(path)
+    assert read_image(path, DecodeOptions(max_file_bytes=size)).shape == (60, 80, 3)
+    with pytest.raises(DecodeError, match=rf"more than max_file_bytes={size - 1:,}"):
+        read_image(path, DecodeOptions(max_file_bytes=size - 1))
+    with file_size_limit(size - 1):  # what --max-file-bytes sets around a command
+        assert DecodeOptions().max_file_bytes == size - 1
+        with pytest.raises(DecodeError, match=rf"more than max_file_bytes={size - 1:,}"):
+            read_file(path)
+    with file_size_limit("1K"):
+        assert DecodeOptions().max_file_bytes == 1024
+    assert DecodeOptions().max_file_bytes == 256 * 2**20
+    assert DecodeOptions(max_file_bytes=None).max_file_bytes is None  # no limit
+    assert DecodeOptions(max_file_bytes="2G").max_file_bytes == 2 * 2**30
+    for bad in (0, -1, "lots", 1.5, True):
+        with pytest.raises(ConfigError, match=r"`max_file_bytes` must be a positive number"):
+            DecodeOptions(max_file_bytes=bad)
+
+
+def test_too_large_files_are_unreadable_files_in_the_loader(tmp_path):
+    import longtail as lt
+
+    paths = []
+    for i in range(4):
+        paths.append(_save(tmp_path, f"{i}.png", Image.fromarray(_gradient()), "PNG"))
+    paths.append(_sparse(tmp_path / "big.jpg", 300 * 2**20))
+    ds = lt.Dataset.from_arrays(paths, [0, 1, 0, 1, 1])
+    loader = ds.loader(batch_size=5, image_size=8, sampling="sequential", num_workers=0,
+                       drop_remainder=False)
+    with pytest.warns(UserWarning, match="big.jpg: the file is 314,572,800 bytes"):
+        x, _ = next(iter(loader))
+    assert x.shape == (5, 8, 8, 3)  # the big file replaced, as an unreadable one is
+    assert [e.path for e in loader.errors] == [paths[4]]
+    assert "more than max_file_bytes=268,435,456" in loader.errors[0].reason
+    strict = ds.loader(batch_size=5, image_size=8, sampling="sequential", num_workers=0,
+                       on_error="raise", max_file_bytes=2**30)
+    assert strict.options.max_file_bytes == 2**30

@@ -222,3 +222,75 @@ def test_group_confusion_counts_head_to_tail():
     m = _compute(y, scores, list("abcdef"), train_counts=[500, 300, 60, 30, 10, 5])
     assert m["group_confusion"] == gc
     assert m["prior_shift"]["balanced_accuracy"][0] == pytest.approx(m["balanced_accuracy"])
+
+
+# ------------------------------------------------------------------ many classes
+def _many(k=1500, n=6000, seed=3):
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % k)  # every class present
+    scores = rng.normal(size=(n, k))
+    scores[np.arange(n), y] += rng.normal(2.0, 1.0, n)  # right often, not always
+    counts = rng.integers(1, 400, k)
+    return y, scores, counts
+
+
+def test_above_the_limit_the_confusion_matrix_is_sparse_and_exact():
+    from longtail.metrics import (SPARSE_CONFUSION_ABOVE, confusion_entries, group_confusion,
+                                  prior_shift_curve)
+
+    k = SPARSE_CONFUSION_ABOVE + 500
+    y, scores, counts = _many(k)
+    pred = scores.argmax(1)
+    names = [f"c{i}" for i in range(k)]
+    m = compute_metrics(y, scores, names, train_counts=counts, top_k=(5,))
+    reference_bal = skm.balanced_accuracy_score(y, pred)
+    cm = m["confusion_matrix"]
+    assert cm["format"] == "sparse" and cm["shape"] == [k, k]
+    dense = skm.confusion_matrix(y, pred, labels=range(k))
+    rebuilt = np.zeros((k, k), np.int64)
+    rebuilt[cm["true"], cm["predicted"]] = cm["count"]
+    np.testing.assert_array_equal(rebuilt, dense)
+    assert len(cm["count"]) == np.count_nonzero(dense)  # only the non-zero cells
+    assert json.loads(json.dumps(m)) == m
+    assert m["balanced_accuracy"] == pytest.approx(reference_bal, abs=1e-12)
+    assert m["top_k_accuracy"]["5"] == pytest.approx(
+        skm.top_k_accuracy_score(y, scores, k=5, labels=range(k)), abs=1e-12)
+    groups = shot_groups(counts)
+    assert m["group_confusion"] == group_confusion(dense, groups)
+    # both forms read the same, and the prior-shift curve agrees with the dense one
+    for a, b in zip(confusion_entries(cm), confusion_entries(dense)):
+        np.testing.assert_array_equal(a, b)
+    curve = prior_shift_curve(dense, counts)  # every class has samples (see _many)
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        np.testing.assert_allclose(m["prior_shift"][key], curve[key], rtol=1e-12)
+
+
+def test_at_the_limit_the_confusion_matrix_stays_dense():
+    from longtail.metrics import SPARSE_CONFUSION_ABOVE
+
+    k = SPARSE_CONFUSION_ABOVE
+    y, scores, _ = _many(k, n=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = compute_metrics(y, scores.argmax(1), [str(i) for i in range(k)])
+    assert m["confusion_matrix"] == skm.confusion_matrix(y, scores.argmax(1),
+                                                         labels=range(k)).tolist()
+
+
+def test_many_classes_memory_is_linear_not_quadratic():
+    import tracemalloc
+
+    k, n = 4000, 4000  # a dense int64 matrix would be 128 MB, its JSON list more
+    rng = np.random.default_rng(0)
+    y, pred = rng.integers(0, k, n), rng.integers(0, k, n)
+    names = [f"c{i}" for i in range(k)]
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = compute_metrics(y, pred, names, train_counts=np.full(k, 50))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, peak
+    assert sum(m["confusion_matrix"]["count"]) == n

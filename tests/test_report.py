@@ -328,3 +328,35 @@ def test_epoch_seconds_get_their_own_panel(tmp_path):
     write_report(tmp_path, _metrics(), history_csv=path)
     with Image.open(tmp_path / "training_curves.png") as im:
         assert im.size[0] == 3 * 550  # three panels side by side
+
+
+def test_a_sparse_confusion_matrix_is_drawn_as_its_most_confused_pairs(tmp_path):
+    from longtail.metrics import SPARSE_CONFUSION_ABOVE
+
+    k = SPARSE_CONFUSION_ABOVE + 1
+    names = [f"class-{i}" for i in range(k)]
+    rng = np.random.default_rng(0)
+    y = np.arange(3 * k) % k
+    pred = np.where(rng.random(y.size) < 0.7, y, rng.integers(0, k, y.size))
+    pred[y == 7] = 9  # the most confused pair: every sample of class-7 called class-9
+    counts = rng.integers(1, 300, k)
+    metrics = compute_metrics(y, pred, names, train_counts=counts)
+    assert metrics["confusion_matrix"]["format"] == "sparse"
+    path = write_report(tmp_path, json.loads(json.dumps(metrics)), title="many")
+    page = path.read_text()
+    assert f"{k:,} classes: too many for a matrix" in page
+    picture = Image.open(tmp_path / "confusion_matrix.png")
+    assert picture.width <= 1300 and picture.height <= 1000  # not k x k cells
+    assert len(_images(page)) == len(PLOTS)
+    # the pairs drawn are the largest off-diagonal cells, the planted one first
+    from sklearn.metrics import confusion_matrix
+
+    from longtail.report import _TOP_PAIRS, _most_confused
+
+    true, predicted, count, cells = _most_confused(metrics, _TOP_PAIRS)
+    dense = confusion_matrix(y, pred, labels=range(k))
+    np.fill_diagonal(dense, 0)
+    assert cells == np.count_nonzero(dense)
+    assert (true[0], predicted[0], count[0]) == (7, 9, 3)
+    assert list(count) == sorted(dense.ravel(), reverse=True)[:_TOP_PAIRS]
+    assert all(dense[t, q] == c for t, q, c in zip(true, predicted, count))

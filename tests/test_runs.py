@@ -124,9 +124,13 @@ with runs.locked(sys.argv[1], "train"):
 """
 
 
-def _holder(folder):
+_HOLD_NAMED = _HOLD.replace('"train"', '"train", lock_name=sys.argv[2]')
+
+
+def _holder(folder, lock_name=None):
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], env=env,
+    script, names = (_HOLD, []) if lock_name is None else (_HOLD_NAMED, [lock_name])
+    proc = subprocess.Popen([sys.executable, "-c", script, str(folder), *names], env=env,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -148,6 +152,43 @@ def test_a_second_writer_is_refused_naming_the_holder(run_dir, tmp_path, capsys)
     # The kernel dropped the killed holder's lock: the folder is free again.
     code, _, _ = cli(capsys, "split", data, "--out", out)
     assert code == 0 and sorted(os.listdir(out)) == ["train.parquet", "val.parquet"]
+
+
+def test_library_writers_take_the_folder_lock(run_dir, tmp_path):
+    from longtail.features import write_features
+
+    data, run = run_dir
+    model = runs.load_model(os.path.join(run, "model.keras"))
+    ds = lt.Dataset.open(data)
+    out = tmp_path / "eval"
+    holder = _holder(out)
+    try:
+        expected = rf"^{out}: in use by pid {holder.pid} on .* \(train\); wait for it"
+        with pytest.raises(runs.LockedError, match=expected):
+            lt.evaluate(model, ds, out=str(out), bootstrap=False)
+        report = lt.evaluate(model, ds, bootstrap=False)
+        for write in (report.save, report.write, report.write_report):
+            with pytest.raises(runs.LockedError, match=expected):
+                write(out)
+        assert os.listdir(out) == [runs.LOCK]  # nothing written beside the holder
+    finally:
+        holder.kill()
+        holder.wait()
+    report = lt.evaluate(model, ds, out=str(out), bootstrap=False)
+    saved = runs.read_json(out / "metrics.json", "metrics")
+    assert saved["accuracy"] == pytest.approx(report.to_dict()["accuracy"])
+    assert (out / "report.html").is_file() and not (out / runs.LOCK).exists()
+    # features: the store's own lock, beside it in its folder
+    store = tmp_path / "feats" / "f.parquet"
+    holder = _holder(store.parent, ".f.parquet.longtail-lock")
+    try:
+        with pytest.raises(runs.LockedError, match=rf"^{store.parent}: in use by pid "
+                                                   rf"{holder.pid} on "):
+            write_features(data, str(store), model="lite0", weights="none")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not store.exists()
 
 
 def test_the_lock_is_reentrant_and_leaves_no_trace(tmp_path):

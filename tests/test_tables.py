@@ -1,5 +1,7 @@
 """Tables: a weight-like feature column is warned about; in-memory tables are accepted."""
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -54,3 +56,45 @@ def test_from_table_accepts_a_pandas_dataframe():
 def test_from_table_refuses_other_objects():
     with pytest.raises(TypeError, match="pyarrow.Table or a pandas DataFrame"):
         lt.Dataset.from_table(42)
+
+
+@pytest.mark.parametrize("bad, shown", [(float("nan"), "an empty cell or NaN"),
+                                        (float("inf"), "value inf"),
+                                        (-float("inf"), "value -inf"),
+                                        # 1e39 overflows float32
+                                        (1e39, r"value 1e\+39 \(beyond float32\)")])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_non_finite_feature_is_refused_with_row_and_column(tmp_path, capsys, bad, shown,
+                                                          suffix):
+    import pyarrow.parquet as pq
+
+    x = np.arange(12, dtype=np.float64)
+    x[4] = bad
+    table = pa.table({"a": np.ones(12), "x": x, "label": [f"c{i % 2}" for i in range(12)]})
+    path = tmp_path / f"t{suffix}"
+    (pacsv.write_csv if suffix == ".csv" else pq.write_table)(table, str(path))
+    with pytest.raises(lt.DataError, match=rf"row 5: {shown} in feature column 'x'"):
+        lt.Dataset.from_table(str(path))
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert re.fullmatch(rf"longtail: error: {re.escape(str(path))}: row 5: {shown} in feature "
+                        r"column 'x'; feature values must be finite numbers", err[0])
+    assert not out.exists()
+
+
+def test_empty_feature_cell_is_refused(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,x,label\n1,2,p\n1,,q\n1,3,p\n")
+    with pytest.raises(lt.DataError, match=r"row 2: an empty cell or NaN in feature column 'x'"):
+        lt.Dataset.from_table(str(path))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_from_arrays_refuses_non_finite_features(bad):
+    features = np.zeros((6, 3))
+    features[2, 1] = bad
+    with pytest.raises(lt.DataError, match=r"`features` must be finite numbers; got .* in "
+                                           r"row 3, column 2"):
+        lt.Dataset.from_arrays(features, [0, 1, 0, 1, 0, 1])

@@ -210,7 +210,7 @@ def _record_ok(root: str, shard: int, fmt: str) -> dict | None:
 
 
 def _read_source(path: str, options: DecodeOptions):
-    data, stat = read_file(path)
+    data, stat = read_file(path, options.max_file_bytes)
     return decode_image(data, options, path=path), stat.st_size, stat.st_mtime_ns
 
 
@@ -300,6 +300,7 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
                 color_mode: str = "rgb", resize: str = "stretch", shard=(0, 1),
                 workers: int | None = None, rows_per_shard: int | None = None,
                 progress: bool | None = None, max_pixels: int | None = 89_478_485,
+                max_file_bytes: int | str | None = "default",
                 **data_options) -> BuildResult:
     """Decodes DATA once into a cache folder that every command accepts as DATA.
 
@@ -319,6 +320,8 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
         rows_per_shard: Images per shard (default: about 64 MB of pixels).
         progress: Show a progress bar with an ETA (default: on a terminal).
         max_pixels: Decompression-bomb guard, as in ``DecodeOptions``.
+        max_file_bytes: Larger source files are unreadable without being read
+            (default 256 MiB), as in ``DecodeOptions``.
         **data_options: Passed to ``Dataset.open`` (``label_column``, ...).
 
     Returns:
@@ -338,7 +341,8 @@ def build_cache(data, out, *, image_size, format: str = "raw", quality: int | No
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1; got {workers}")
     decode_options = DecodeOptions(image_size=options.image_size, color_mode=options.color_mode,
-                                   resize=options.resize, max_pixels=max_pixels)
+                                   resize=options.resize, max_pixels=max_pixels,
+                                   max_file_bytes=max_file_bytes)
     if isinstance(data, (str, os.PathLike)) and not layout.is_cache(data):
         runs.check_out_outside_data(out, data)
     # One writer per part: parts of one cache are built side by side.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from longtail.errors import DataError
 from longtail.options import ImageOptions
 from longtail.sources.base import Source, Substitute
 
@@ -27,6 +28,11 @@ class FeatureSource(Source):
         features = np.ascontiguousarray(features, dtype=np.float32)
         if features.ndim != 2:
             raise ValueError(f"`features` must be two-dimensional; got shape {features.shape}")
+        bad = ~np.isfinite(features)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise DataError(f"`features` must be finite numbers; got {features[row, col]} in "
+                            f"row {row + 1}, column {col + 1} (as float32)")
         features.flags.writeable = False
         self.features = features
         self.feature_names = ([f"f{i}" for i in range(features.shape[1])]

@@ -172,12 +172,13 @@ def read_table(
                 "pick the path column with --path-column"
             )
         try:
-            features = np.column_stack([
-                table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                for c in feature_names
-            ])
+            columns = [table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                       for c in feature_names]
         except (KeyError, ValueError, TypeError) as e:
             raise DataError(f"{path}: feature columns must be numeric: {e}") from e
+        for name, values in zip(feature_names, columns):
+            _refuse_non_finite(path, values, name)
+        features = np.column_stack(columns).astype(np.float32)
     return TableData(class_names, labels, paths, root, features, feature_names, weights)
 
 
@@ -223,6 +224,20 @@ def _refuse_outside_root(path: str, paths: pa.Array, root: str | None,
             where = "the manifest's root" if manifest else "the table's folder"
             raise DataError(f"{path}: row {int(i) + 1}: path {rel!r} leads outside {root} "
                             f"({where}){hint}")
+
+
+def _refuse_non_finite(path: str, values: np.ndarray, name: str) -> None:
+    """Raises DataError naming the first row of feature column ``name`` that is
+    NaN, infinite, empty or beyond float32 (what the model is fed)."""
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(values.astype(np.float32))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = values[row]
+        what = ("an empty cell or NaN" if np.isnan(value) else f"value {value}"
+                + ("" if np.isinf(value) else " (beyond float32)"))
+        raise DataError(f"{path}: row {row + 1}: {what} in feature column {name!r}; "
+                        "feature values must be finite numbers")
 
 
 def _labels(path: str, column: pa.ChunkedArray, class_names):
