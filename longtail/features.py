@@ -96,24 +96,24 @@ def write_features(data, out: str, *, model: str, weights: str | None = "imagene
                           "with .parquet")
     if dtype not in ("float16", "float32"):
         raise ConfigError(f"`dtype` must be float16 or float32; got {dtype!r}")
-    if os.path.exists(out):
-        raise ConfigError(f"--out {out} already exists; choose another file")
-    ds = data if isinstance(data, Dataset) else Dataset.open(data, **(data_options or {}))
-    if not ds.source.is_image:
-        raise DataError(f"{data}: holds feature rows, not images; features embeds images")
-    size = parse_image_size(image_size)
-    start, stop = _shard_rows(len(ds), tuple(shard))
     index, count = shard
-    backbone, record = build_backbone(model, (*size, 3), weights)
-    identity = {"format": 1, **record, "image_size": list(size), "dtype": dtype,
-                "class_names": list(ds.class_names), "source": str(data),
-                "source_fingerprint": fingerprint(ds), "shard": list(shard),
-                "rows": [start, stop], "rows_per_part": rows_per_part}
     target = out if count == 1 else shard_path(out, index, count)
-    if count > 1:
-        _refuse_other_shards(out, identity)
     # One writer per store or shard: a lock beside it (its folder is the user's).
     with _lock_beside(target):
+        if os.path.exists(out):
+            raise ConfigError(f"--out {out} already exists; choose another file")
+        ds = data if isinstance(data, Dataset) else Dataset.open(data, **(data_options or {}))
+        if not ds.source.is_image:
+            raise DataError(f"{data}: holds feature rows, not images; features embeds images")
+        size = parse_image_size(image_size)
+        start, stop = _shard_rows(len(ds), tuple(shard))
+        backbone, record = build_backbone(model, (*size, 3), weights)
+        identity = {"format": 1, **record, "image_size": list(size), "dtype": dtype,
+                    "class_names": list(ds.class_names), "source": str(data),
+                    "source_fingerprint": fingerprint(ds), "shard": list(shard),
+                    "rows": [start, stop], "rows_per_part": rows_per_part}
+        if count > 1:
+            _refuse_other_shards(out, identity)
         if not os.path.exists(target):  # a shard written before is kept; this run may join
             _embed(ds, backbone, identity, target, resume=resume, batch_size=batch_size,
                    progress=progress)
