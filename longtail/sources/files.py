@@ -40,17 +40,39 @@ class FileSource(Source):
 
     def read(self, indices: np.ndarray, options: ImageOptions,
              substitute: Substitute | None = None) -> np.ndarray:
+        """The images at ``indices``, decoded straight into one batch array.
+
+        With a fixed ``image_size`` the batch array is allocated once and
+        each image is resized into its row (no per-image array, no stacking
+        copy); without one, images are stacked and must share a size.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        paths = self._paths_at(indices)
+        out = None
+        if options.image_size is not None:
+            out = np.empty((len(indices), *options.image_size, options.channels),
+                           options.dtype)
         images = []
-        for j, index in enumerate(np.asarray(indices).tolist()):
+        for j, path in enumerate(paths):
+            index = int(indices[j])
             while True:
                 try:
-                    images.append(read_image(self.path(index), options))
+                    images.append(read_image(path, options,
+                                             out=None if out is None else out[j]))
                     break
                 except DecodeError as e:
                     if substitute is None:
                         raise
                     index = int(substitute(j, index, e))
-        return stack_images(images)
+                    path = self.path(index)
+        return out if out is not None else stack_images(images)
+
+    def _paths_at(self, indices: np.ndarray) -> list:
+        """Absolute paths of the samples at ``indices``, as ``str`` (one Arrow take)."""
+        rel = self.relative_paths.take(pa.array(indices, pa.int64())).to_pylist()
+        if self.root is None:
+            return rel
+        return [os.path.join(self.root, p) for p in rel]
 
     def item_shape(self, options: ImageOptions) -> tuple:
         h, w = options.image_size or (None, None)
