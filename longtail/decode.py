@@ -173,10 +173,11 @@ def decode_image(data: bytes, options: DecodeOptions, path="<bytes>",
     """
     if not data:
         raise DecodeError(path, "the file is empty")
-    if out is not None and (options.image_size is None or out.shape != (
-            *options.image_size, options.channels) or out.dtype != np.dtype(options.dtype)):
-        raise ValueError(f"`out` must be an array of shape {(*(options.image_size or ()), options.channels)} "
-                         f"and dtype {options.dtype}; got {out.shape} {out.dtype}")
+    if out is not None:
+        shape = (*(options.image_size or ("h", "w")), options.channels)
+        if out.shape != shape or out.dtype != np.dtype(options.dtype):
+            raise ValueError(f"`out` must be an array of shape {shape} and dtype "
+                             f"{options.dtype}; got shape {out.shape} and dtype {out.dtype}")
     # Decoders that end in a uint8 resize write straight into a uint8 ``out``.
     into = out if out is not None and out.dtype == np.uint8 else None
     kind = sniff_format(data)
