@@ -408,6 +408,9 @@ def main(argv=None) -> None:
     parser.add_argument("--root", default=None, help="the synthetic set's folder")
     parser.add_argument("--photo-root", default=None, help="the photo set's folder")
     parser.add_argument("--sets", default="synthetic,photos")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help="a subset of longtail,tf.data,PyDataset,bare (ratios to the "
+                        "ones measured)")
     parser.add_argument("--one-thread", type=int, default=1,
                         help="0 skips the one-thread comparison")
     parser.add_argument("--sizes", default="224,64")
@@ -454,11 +457,12 @@ def main(argv=None) -> None:
     print(f"{os.cpu_count()} cores; batch size {args.batch_size}; "
           f"load average {os.getloadavg()[0]:.1f}\n")
     sizes = [int(s) for s in args.sizes.split(",")]
+    chosen = [c for c in CANDIDATES if c in args.candidates.split(",")]
     rows = {}
     for _ in range(args.rounds):  # interleaved: every candidate once per round
         for name, root in sets.items():
             for size in sizes:
-                for c in CANDIDATES:
+                for c in chosen:
                     r = _child([c, root, size, args.batch_size, args.epochs])
                     best = rows.setdefault((name, size, c), r)
                     for key in ("images_per_s", "images_per_cpu_s"):
@@ -471,14 +475,15 @@ def main(argv=None) -> None:
     print("-" * len(header))
     for name in sets:
         for size in sizes:
-            ref = {c: rows[name, size, c] for c in CANDIDATES}
-            for c in CANDIDATES:
+            ref = {c: rows.get((name, size, c)) for c in CANDIDATES}
+            for c in chosen:
                 r = ref[c]
                 line = f"{name:<10}{size:>5} {c:<10} {r['images_per_s']:>9.0f} "
                 for key in ("images_per_s", "images_per_cpu_s"):
                     if key == "images_per_cpu_s":
                         line += f"{r[key]:>10.0f} "
-                    line += "".join(f"{r[key] / ref[o][key]:>{w}.2f}x"
+                    line += "".join(f"{r[key] / ref[o][key]:>{w}.2f}x" if ref[o] else
+                                    f"{'-':>{w + 1}}"
                                     for o, w in (("tf.data", 8), ("PyDataset", 9),
                                                  ("bare", 6)))
                     line += " "
