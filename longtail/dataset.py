@@ -376,7 +376,9 @@ class Dataset:
         """Absolute paths of every sample as a NumPy array of str."""
         if self.relative_paths is None:
             raise DataError(f"this dataset holds {self.source.describe()}, not paths")
-        return self.absolute_paths.to_numpy(zero_copy_only=False).astype(str)
+        from longtail.sources.files import arrow_to_str
+
+        return arrow_to_str(self.absolute_paths)
 
     @property
     def absolute_paths(self) -> pa.Array:

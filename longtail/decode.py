@@ -163,36 +163,48 @@ def _too_large(size: int, limit: int) -> str:
             "is trusted")
 
 
-def read_image(path, options: DecodeOptions) -> np.ndarray:
+def read_image(path, options: DecodeOptions, out: np.ndarray | None = None) -> np.ndarray:
     """Reads and decodes the file at ``path``; see :func:`decode_image`."""
     data, _ = read_file(path, options.max_file_bytes)
-    return decode_image(data, options, path=path)
+    return decode_image(data, options, path=path, out=out)
 
 
-def decode_image(data: bytes, options: DecodeOptions, path="<bytes>") -> np.ndarray:
+def decode_image(data: bytes, options: DecodeOptions, path="<bytes>",
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Decodes encoded bytes to an array of shape ``(h, w, channels)``.
 
     Args:
         data: the file's bytes (JPEG, PNG, BMP, GIF, WebP, TIFF or ``.npy``).
         options: a :class:`DecodeOptions`.
         path: the file name used in error messages.
+        out: optional array of the result's shape and dtype (a row of a
+            batch array, say) to write the pixels into; the resize then
+            writes there directly, without an array of its own and a copy.
+            Needs ``options.image_size``.
 
     Returns:
-        ``uint8`` or ``float32`` array, values in 0..255.
+        ``uint8`` or ``float32`` array, values in 0..255 (``out`` when given).
 
     Raises:
         DecodeError: empty, truncated, corrupt, unsupported or too large.
     """
     if not data:
         raise DecodeError(path, "the file is empty")
+    if out is not None:
+        shape = (*(options.image_size or ("h", "w")), options.channels)
+        if out.shape != shape or out.dtype != np.dtype(options.dtype):
+            raise ValueError(f"`out` must be an array of shape {shape} and dtype "
+                             f"{options.dtype}; got shape {out.shape} and dtype {out.dtype}")
+    # Decoders that end in a uint8 resize write straight into a uint8 ``out``.
+    into = out if out is not None and out.dtype == np.uint8 else None
     kind = sniff_format(data)
     try:
         if kind == "jpeg":
-            out = _decode_jpeg(data, options, path)
+            image = _decode_jpeg(data, options, path, into)
         elif kind == "npy":
-            out = _decode_npy(data, options, path)
+            image = _decode_npy(data, options, path)
         else:
-            out = _decode_pillow(data, options, path)
+            image = _decode_pillow(data, options, path, into)
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
@@ -201,9 +213,13 @@ def decode_image(data: bytes, options: DecodeOptions, path="<bytes>") -> np.ndar
             TypeError, cv2.error) as e:
         what = kind.upper() if kind != "unknown" else "image"
         raise DecodeError(path, f"cannot decode {what}: {_reason(e)}") from e
+    if out is not None:
+        if image is not out:
+            np.copyto(out, image, casting="unsafe")  # uint8 -> float32 is exact
+        return out
     if options.dtype == "float32":
-        return out.astype(np.float32)
-    return out
+        return image.astype(np.float32)
+    return image
 
 
 # What a decoder's message may quote from the file: quoted text, byte values, reprs.
@@ -272,11 +288,11 @@ def _tiff_orientation(tiff: bytes) -> int:
     return 1
 
 
-def _decode_jpeg(data, options, path):
+def _decode_jpeg(data, options, path, out=None):
     height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     _check_pixels(height, width, options, path)
     if colorspace not in ("YCbCr", "Gray", "RGB"):  # CMYK, YCCK: Pillow knows Adobe's
-        return _decode_pillow(data, options, path)
+        return _decode_pillow(data, options, path, out)
     orientation = _jpeg_orientation(data)
     turned = orientation >= 5
     if turned:
@@ -289,29 +305,30 @@ def _decode_jpeg(data, options, path):
         min_height=min_h, min_width=min_w)
     if orientation != 1:
         arr = _ORIENT[orientation](arr)
-    return _resize(arr, options)
+    return _resize(arr, options, out)
 
 
-def _resize(arr: np.ndarray, options) -> np.ndarray:
+def _resize(arr: np.ndarray, options, out=None) -> np.ndarray:
     """Resizes an ``(h, w, c)`` array per ``options`` with OpenCV.
 
     Bilinear while the downscale factor is at most 2 (the reduced-scale JPEG
     decode leaves at most that), area averaging beyond, so no source pixel is
     skipped. ``crop`` cuts the centred box of the target's aspect ratio
     (rounded to whole pixels) before resizing; ``pad`` resizes to fit and
-    centres the result on zeros.
+    centres the result on zeros. With ``out`` (uint8, the target's shape)
+    the resized pixels are written there and ``out`` is returned.
     """
     if options.image_size is None or arr.shape[:2] == options.image_size:
         return arr
     th, tw = options.image_size
     height, width = arr.shape[:2]
     if options.resize == "stretch":
-        return _cv_resize(arr, th, tw)
+        return _cv_resize(arr, th, tw, out)
     if options.resize == "crop":
         ch = min(height, max(1, round(width * th / tw)))
         cw = min(width, max(1, round(height * tw / th)))
         top, left = (height - ch) // 2, (width - cw) // 2
-        return _cv_resize(arr[top:top + ch, left:left + cw], th, tw)
+        return _cv_resize(arr[top:top + ch, left:left + cw], th, tw, out)
     scale = min(th / height, tw / width)
     nh = min(th, max(1, round(height * scale)))
     nw = min(tw, max(1, round(width * scale)))
@@ -321,14 +338,23 @@ def _resize(arr: np.ndarray, options) -> np.ndarray:
     return out
 
 
-def _cv_resize(arr, th, tw):
+def _cv_resize(arr, th, tw, out=None):
     height, width = arr.shape[:2]
     if (height, width) == (th, tw):
         return np.ascontiguousarray(arr)
     factor = max(height / th, width / tw)
     mode = cv2.INTER_AREA if factor > _LINEAR_MAX_FACTOR else cv2.INTER_LINEAR
-    out = cv2.resize(np.ascontiguousarray(arr), (tw, th), interpolation=mode)
-    return out.reshape(th, tw, arr.shape[-1])
+    src = np.ascontiguousarray(arr)
+    if (out is not None and out.flags.c_contiguous and out.dtype == arr.dtype
+            and out.shape == (th, tw, arr.shape[-1])):
+        # OpenCV writes into a destination of the right size and type in place
+        # (a single channel goes through its (h, w) view).
+        dst = out if out.shape[-1] > 1 else out[..., 0]
+        cv2.resize(src if src.shape[-1] > 1 else src[..., 0], (tw, th), dst=dst,
+                   interpolation=mode)
+        return out
+    resized = cv2.resize(src, (tw, th), interpolation=mode)
+    return resized.reshape(th, tw, arr.shape[-1])
 
 
 def _to_mode(im: Image.Image, color_mode: str) -> Image.Image:
@@ -347,12 +373,12 @@ def _to_mode(im: Image.Image, color_mode: str) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
-def _decode_pillow(data, options, path):
+def _decode_pillow(data, options, path, out=None):
     with _quiet_metadata():
-        return _decode_pillow_image(data, options, path)
+        return _decode_pillow_image(data, options, path, out)
 
 
-def _decode_pillow_image(data, options, path):
+def _decode_pillow_image(data, options, path, out=None):
     try:
         im = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError as e:
@@ -369,7 +395,7 @@ def _decode_pillow_image(data, options, path):
     im.load()
     im = ImageOps.exif_transpose(im)
     arr = np.asarray(_to_mode(im, options.color_mode))
-    return _resize(arr[..., None] if arr.ndim == 2 else arr, options)
+    return _resize(arr[..., None] if arr.ndim == 2 else arr, options, out)
 
 
 def _check_npy_header(data, options, path):

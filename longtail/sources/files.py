@@ -12,7 +12,7 @@ from longtail.errors import ConfigError, DecodeError
 from longtail.options import ImageOptions
 from longtail.sources.base import Source, Substitute, relative_root
 
-__all__ = ["FileSource"]
+__all__ = ["FileSource", "arrow_to_str"]
 
 
 class FileSource(Source):
@@ -40,17 +40,39 @@ class FileSource(Source):
 
     def read(self, indices: np.ndarray, options: ImageOptions,
              substitute: Substitute | None = None) -> np.ndarray:
+        """The images at ``indices``, decoded straight into one batch array.
+
+        With a fixed ``image_size`` the batch array is allocated once and
+        each image is resized into its row (no per-image array, no stacking
+        copy); without one, images are stacked and must share a size.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        paths = self._paths_at(indices)
+        out = None
+        if options.image_size is not None:
+            out = np.empty((len(indices), *options.image_size, options.channels),
+                           options.dtype)
         images = []
-        for j, index in enumerate(np.asarray(indices).tolist()):
+        for j, path in enumerate(paths):
+            index = int(indices[j])
             while True:
                 try:
-                    images.append(read_image(self.path(index), options))
+                    images.append(read_image(path, options,
+                                             out=None if out is None else out[j]))
                     break
                 except DecodeError as e:
                     if substitute is None:
                         raise
                     index = int(substitute(j, index, e))
-        return stack_images(images)
+                    path = self.path(index)
+        return out if out is not None else stack_images(images)
+
+    def _paths_at(self, indices: np.ndarray) -> list:
+        """Absolute paths of the samples at ``indices``, as ``str`` (one Arrow take)."""
+        rel = self.relative_paths.take(pa.array(indices, pa.int64())).to_pylist()
+        if self.root is None:
+            return rel
+        return [os.path.join(self.root, p) for p in rel]
 
     def item_shape(self, options: ImageOptions) -> tuple:
         h, w = options.image_size or (None, None)
@@ -65,10 +87,16 @@ class FileSource(Source):
 
     def paths(self) -> np.ndarray:
         """Absolute paths of every sample as a NumPy array of str."""
-        rel = self.relative_paths.to_numpy(zero_copy_only=False)
         if self.root is None:
-            return rel.astype(str)
-        return np.array([os.path.join(self.root, p) for p in rel], dtype=str)
+            return arrow_to_str(self.relative_paths)
+        if os.name == "nt":  # os.path.join's drive and separator rules
+            return np.array([os.path.join(self.root, p)
+                             for p in self.relative_paths.to_pylist()], dtype=str)
+        import pyarrow.compute as pc
+
+        rel = self.relative_paths
+        joined = pc.binary_join_element_wise(os.path.join(self.root, ""), rel, "")
+        return arrow_to_str(pc.if_else(pc.starts_with(rel, "/"), rel, joined))
 
     def rooted(self) -> "FileSource":
         """Every path relative to a root that holds them all (``Dataset.save`` needs it).
@@ -110,4 +138,37 @@ def stack_images(images: list) -> np.ndarray:
     out = np.empty((len(images),) + shape, images[0].dtype)
     for j, im in enumerate(images):
         out[j] = im
+    return out
+
+
+_STR_CHUNK = 1 << 20  # rows converted at a time: bounds the padded temporary
+
+
+def arrow_to_str(array) -> np.ndarray:
+    """A NumPy ``str`` array (``<U`` of the longest string) from an Arrow string array.
+
+    What ``array.to_numpy(zero_copy_only=False).astype(str)`` gives, without
+    a Python ``str`` per row when every string is ASCII (paths usually are):
+    Arrow pads each string with NULs to the longest length in one C pass, and
+    the padded bytes (an ASCII byte is its own code point) are widened to the
+    4-byte code units of NumPy's ``str`` in one vectorised cast, a million
+    rows at a time. Other strings (and nulls) go the Python way.
+    """
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    n = len(array)
+    if (n == 0 or array.null_count or not pa.types.is_string(array.type)
+            or not pc.all(pc.string_is_ascii(array)).as_py()):
+        return array.to_numpy(zero_copy_only=False).astype(str)
+    width = max(1, pc.max(pc.binary_length(array)).as_py())
+    out = np.empty(n, f"<U{width}")
+    codes = out.view("<u4").reshape(n, width)  # an ASCII byte is its code point
+    for start in range(0, n, _STR_CHUNK):
+        padded = pc.utf8_rpad(array.slice(start, _STR_CHUNK), width=width, padding="\x00")
+        count = len(padded)
+        first = int(np.frombuffer(padded.buffers()[1], np.int32, 1, 4 * padded.offset)[0])
+        data = np.frombuffer(padded.buffers()[2], np.uint8, count * width, first)
+        codes[start:start + count] = data.reshape(count, width)
     return out
