@@ -76,7 +76,7 @@ def _add_data_options(p: argparse.ArgumentParser, optional: bool = False,
 def _add_file_size_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-file-bytes", default=None, metavar="BYTES",
                    help="files larger than this are unreadable, not read (e.g. 512M, 2G; "
-                        "default 256M; 0 for no limit)")
+                        "0 for no limit) (default: 256M)")
 
 
 def _max_file_bytes(args):

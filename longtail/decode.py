@@ -149,8 +149,19 @@ def read_file(path, max_bytes="default") -> tuple[bytes, os.stat_result]:
                 return f.read(), info
             if info.st_size > max_bytes:
                 raise DecodeError(path, _too_large(info.st_size, max_bytes))
-            data = f.read(max_bytes + 1)  # + 1: a file that grew since fstat
-            if info.st_size > max_bytes or len(data) > max_bytes:
+            # Read what fstat promised (read(n) reserves n bytes up front, so never the
+            # limit itself), then, for a file that grew since, the rest up to the limit.
+            data = f.read(info.st_size + 1)
+            if len(data) > info.st_size:
+                chunks, total = [data], len(data)
+                while total <= max_bytes:
+                    chunk = f.read(min(1 << 20, max_bytes + 1 - total))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    total += len(chunk)
+                data = b"".join(chunks)
+            if len(data) > max_bytes:
                 raise DecodeError(path, _too_large(max(info.st_size, len(data)), max_bytes))
             return data, info
     except OSError as e:
