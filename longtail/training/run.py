@@ -256,7 +256,7 @@ def _train(data, out, resume: bool, options: dict, verbose, callbacks, cluster):
     metrics["evaluated_on"] = report._metrics["evaluated_on"] = {
         "split": "validation", "samples": int(metrics["n_samples"]),
         "data": config.val if config.val is not None and os.path.exists(config.val) else
-        (os.path.join(out, "val.parquet") if out is not None else
+        ("val.parquet" if out is not None else  # the run folder's own: moves with it
          f"a {config.val_split:g} split of {data}")}
     if verbose != 0:
         print(f"longtail: {metrics['training']['stopped']}")
