@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.system
-@pytest.mark.parametrize("delay", [0.0, 0.3, 0.8, 1.5])
+@pytest.mark.parametrize("delay", [0.0, 0.8])
 def test_sigint_in_the_first_epoch_exits_130(tmp_path, delay):
     rng = np.random.default_rng(0)
     for c, n in (("a", 60), ("b", 30), ("c", 10)):

@@ -130,6 +130,7 @@ def test_tabular_weight_column_reaches_the_loss(tmp_path):
         recorder = FirstBatch()
         opts = {"weight_column": weight_column} if weight_column else {}
         result = lt.train(tmp_path / "rows.csv", None, epochs=1, batch_size=16, val_split=0.25,
+                          balance="none",  # the hand computation below is plain cross-entropy
                           data_options=opts, callbacks=[recorder], verbose=0)
         return recorder, result
 
