@@ -83,10 +83,10 @@ def test_evaluate_names_the_data_it_measured(run, capsys):
         assert metrics["evaluated_on"] == {"split": split, "data": data, "samples": n}
         page = (out_dir / "report.html").read_text()
         assert f"Measured on the {split} data</strong> (<code>{data}</code>, {n} samples)" in page
-    # The run's own report names its validation split.
+    # The run's own report names its validation split, the run folder's val.parquet.
     page = open(os.path.join(run_dir, "report.html")).read()
     val = os.path.join(run_dir, "val.parquet")
-    assert (f"Measured on the validation data</strong> (<code>{val}</code>, "
+    assert (f"Measured on the validation data</strong> (<code>val.parquet</code>, "
             f"{len(lt.Dataset.load(val))} samples)") in page
 
 
