@@ -84,19 +84,24 @@ def natural_image(rng, height=375, width=500, beta=1.2) -> np.ndarray:
     return np.clip(image * 50 + rng.uniform(80, 176, 3), 0, 255).astype(np.uint8)
 
 
-def make_tree(root: str, images: int, classes: int, seed: int = 0) -> None:
-    """Long-tailed folder tree of 500x375 JPEGs at quality 90 (~90 KB each)."""
+def _write_tree(root: str, images: int, classes: int, rng, image) -> None:
+    """Long-tailed folder tree (10x head to tail) of JPEGs at quality 90 from ``image()``."""
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
     shares = 10.0 ** (-np.arange(classes) / max(classes - 1, 1))
     counts = np.maximum(1, np.round(images * shares / shares.sum())).astype(int)
     for c, n in enumerate(counts):
         folder = os.path.join(root, f"class_{c}")
         os.makedirs(folder, exist_ok=True)
         for i in range(n):
-            Image.fromarray(natural_image(rng)).save(
+            Image.fromarray(np.ascontiguousarray(image())).save(
                 os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+
+
+def make_tree(root: str, images: int, classes: int, seed: int = 0) -> None:
+    """Long-tailed folder tree of 500x375 JPEGs at quality 90 (~90 KB each)."""
+    rng = np.random.default_rng(seed)
+    _write_tree(root, images, classes, rng, lambda: natural_image(rng))
 
 
 def photo_sources() -> list:
@@ -130,18 +135,9 @@ def photo(rng, sources, height=375, width=500) -> np.ndarray:
 
 def make_photo_tree(root: str, images: int, classes: int, seed: int = 0) -> None:
     """Long-tailed tree of 500x375 JPEGs (quality 90) cut from real photographs."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     sources = photo_sources()
-    shares = 10.0 ** (-np.arange(classes) / max(classes - 1, 1))
-    counts = np.maximum(1, np.round(images * shares / shares.sum())).astype(int)
-    for c, n in enumerate(counts):
-        folder = os.path.join(root, f"class_{c}")
-        os.makedirs(folder, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(np.ascontiguousarray(photo(rng, sources))).save(
-                os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+    _write_tree(root, images, classes, rng, lambda: photo(rng, sources))
 
 
 def rss_mb() -> float:
