@@ -77,19 +77,36 @@ def _key(create: bool) -> bytes | None:
     return _read_key(path)
 
 
-def strings_digest(array) -> bytes:
-    """A digest of an Arrow string array: its offsets and characters, no per-string loop."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+def strings_digest(array, block: int = 1 << 20) -> bytes:
+    """A digest of an Arrow string array: its offsets and characters, no per-string loop.
+
+    The digest covers the offsets (relative to the first, little-endian
+    int64) and then the characters, as if the array were one chunk; it is
+    fed chunk by chunk and ``block`` offsets at a time, so a chunked column
+    of millions of paths is never combined or widened whole.
+    """
+    chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
     digest = hashlib.sha256()
-    if len(array) == 0:
-        return digest.digest()
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
-    offsets = offsets[array.offset:array.offset + len(array) + 1].astype("<i8")
-    chars = memoryview(array.buffers()[2] or b"")[offsets[0]:offsets[-1]]
-    digest.update((offsets - offsets[0]).tobytes())
-    digest.update(chars)
+    spans = []  # (chunk, first offset, last offset) of each non-empty chunk
+    start = 0  # characters before the current chunk
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        wide = pa.types.is_large_string(chunk.type) or pa.types.is_large_binary(chunk.type)
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if wide else np.int32)
+        offsets = offsets[chunk.offset:chunk.offset + len(chunk) + 1]
+        first = int(offsets[0])
+        skip = 1 if spans else 0  # a later chunk's first offset is the previous one's end
+        for lo in range(skip, len(offsets), block):
+            part = offsets[lo:lo + block].astype("<i8")
+            part += start - first
+            digest.update(part.tobytes())
+        spans.append((chunk, first, int(offsets[-1])))
+        start += int(offsets[-1]) - first
+    if not spans:
+        return hashlib.sha256().digest()
+    for chunk, first, last in spans:
+        digest.update(memoryview(chunk.buffers()[2] or b"")[first:last])
     return digest.digest()
 
 

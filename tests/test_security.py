@@ -578,6 +578,49 @@ def test_a_manifest_longtail_sealed_loads_until_it_is_edited(layout, monkeypatch
     assert lt.Dataset.load(manifest, allow_outside_root=True).equals(ds)
 
 
+def _digest_by_hand(strings: list) -> bytes:
+    """The seal's digest of paths, one Python string at a time: offsets, then characters."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if not strings:
+        return digest.digest()
+    encoded = [s.encode() for s in strings]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in encoded])]).astype("<i8")
+    digest.update(offsets.tobytes())
+    digest.update(b"".join(encoded))
+    return digest.digest()
+
+
+@pytest.mark.parametrize("block", [1, 3, 1 << 20])
+def test_the_paths_digest_is_the_same_however_the_column_is_chunked(block):
+    from longtail._trust import strings_digest
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n = int(rng.integers(0, 30))
+        strings = ["".join(rng.choice(list("ab/é._"), int(rng.integers(0, 7)))) for _ in range(n)]
+        cuts = sorted(rng.choice(n + 1, int(rng.integers(0, min(4, n + 1) + 1)), replace=False))
+        parts = [strings[a:b] for a, b in zip([0, *cuts], [*cuts, n])]
+        chunked = pa.chunked_array([pa.array(p, pa.string()) for p in parts], pa.string())
+        sliced = pa.array(["x", *strings, "y"], pa.large_string()).slice(1, n)
+        expected = _digest_by_hand(strings)
+        assert strings_digest(chunked, block=block) == expected
+        assert strings_digest(chunked.combine_chunks(), block=block) == expected
+        assert strings_digest(sliced, block=block) == expected
+
+
+def test_a_sealed_manifest_read_back_in_many_chunks_still_loads(layout):
+    ds = lt.Dataset.from_directory(layout / "data")
+    manifest = layout / "splits" / "train.parquet"
+    os.makedirs(manifest.parent)
+    ds.save(manifest)  # root "../data": opens only through its seal
+    table = pq.read_table(manifest)
+    pq.write_table(table, layout / "splits" / "groups.parquet", row_group_size=1)
+    assert pq.read_table(layout / "splits" / "groups.parquet").column("path").num_chunks > 1
+    assert lt.Dataset.load(layout / "splits" / "groups.parquet").equals(ds)
+
+
 def test_a_cache_split_cannot_point_at_another_cache(cache, layout):
     ds = lt.Dataset.open(cache)
     train, _ = ds.split(val=0.5, seed=0)
