@@ -258,17 +258,34 @@ def _check_pixels(height, width, options, path):
 
 
 def _min_decode_size(height, width, options):
-    """Smallest (h, w) a scaled decode may produce and still resize exactly."""
+    """Smallest (h, w) a scaled JPEG decode may produce and still resize exactly.
+
+    libjpeg-turbo decodes at any scale M/8; M = 8 (and 1, 2, 4) use its SIMD
+    inverse DCT, the others scalar code that costs as much as or more than a
+    full-size decode. So when the smallest scale covering the target is
+    above 4/8 and the resize from the full size would still be bilinear
+    (a downscale of at most 2), the full size is asked for: measured 25-50%
+    cheaper per image than 5/8-7/8 (``benchmarks/dct_scale.py``, docs/performance.md).
+    Otherwise the smallest covering scale, never one below the target.
+    """
     if options.image_size is None:
         return height, width
     th, tw = options.image_size
     if options.resize == "stretch":
-        return th, tw
-    if options.resize == "crop":
-        scale = max(th / height, tw / width)
-    else:  # pad
-        scale = min(th / height, tw / width)
-    return int(np.ceil(height * scale)), int(np.ceil(width * scale))
+        need, factor = (th, tw), max(height / th, width / tw)
+    else:
+        if options.resize == "crop":
+            scale = max(th / height, tw / width)
+            factor = min(height / th, width / tw)  # of the crop box, whose aspect is the target's
+        else:  # pad
+            scale = min(th / height, tw / width)
+            factor = 1 / scale
+        need = (int(np.ceil(height * scale)), int(np.ceil(width * scale)))
+    covering = next((m for m in range(1, 9)
+                     if -(-height * m // 8) >= need[0] and -(-width * m // 8) >= need[1]), 8)
+    if covering > 4 and factor <= _LINEAR_MAX_FACTOR:
+        return height, width
+    return need
 
 
 def _jpeg_orientation(data: bytes) -> int:

@@ -135,6 +135,41 @@ def test_reduced_dct_scale_resize_is_close_to_full_decode(tmp_path):
     _close(out, ref, 3)
 
 
+@pytest.mark.parametrize("size,resize,decoded", [
+    ((224, 224), "crop", (375, 500)),     # from full size: a 1.67x bilinear downscale
+    ((300, 300), "stretch", (375, 500)),  # 1.67x: full size, not the scalar 7/8
+    ((224, 224), "stretch", (235, 313)),  # full size would need 2.2x (area): 5/8
+    ((64, 64), "stretch", (94, 125)),     # 2/8, the smallest that covers 64
+    ((160, 160), "crop", (188, 250)),     # 4/8 (SIMD) covers it
+])
+def test_the_jpeg_scale_is_the_cheaper_measured_one_and_never_below_the_target(
+        tmp_path, monkeypatch, size, resize, decoded):
+    import simplejpeg
+
+    import longtail.decode as decode
+
+    path = _save(tmp_path, "big.jpg", Image.fromarray(_gradient(375, 500)), "JPEG",
+                 quality=90)
+    shapes, original = [], simplejpeg.decode_jpeg
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        shapes.append(out.shape[:2])
+        return out
+
+    monkeypatch.setattr(decode.simplejpeg, "decode_jpeg", recording)
+    out = read_image(path, DecodeOptions(image_size=size, resize=resize))
+    assert shapes == [decoded]
+    assert out.shape == (*size, 3)
+    full = np.asarray(Image.open(path).convert("RGB"))
+    if resize == "crop":
+        side = min(full.shape[:2])
+        left = (full.shape[1] - side) // 2
+        full = full[:, left:left + side]
+    ref = np.asarray(Image.fromarray(full).resize(size[::-1], Image.Resampling.BILINEAR))
+    _close(out, ref, 3)
+
+
 def test_resize_modes(tmp_path):
     src = np.zeros((40, 80, 3), np.uint8)
     src[:, 16:64] = 200  # a centred square (20:60) with a margin for the filter
