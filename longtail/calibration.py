@@ -181,17 +181,22 @@ def fit_bias_temperature(logits, y_true) -> tuple[float, np.ndarray]:
     from scipy.optimize import minimize
 
     logits, y = _check(logits, y_true)
-    logits = logits.astype(np.float64)  # L-BFGS on whole arrays: n x k float64
     n, k = logits.shape
-    onehot = np.eye(k)[y]
+    true_logits = float(logits[np.arange(n), y].astype(np.float64).sum())
+    true_counts = np.bincount(y, minlength=k)
 
-    def loss(theta):
+    def loss(theta):  # a pass over the logits a block at a time: no n x k copies
         t, b = np.exp(theta[0]), theta[1:]
-        a = logits / t + b
-        logp = log_softmax(a, axis=1)
-        g = (np.exp(logp) - onehot) / n  # d NLL / d a
-        return (-logp[np.arange(n), y].mean(),
-                np.concatenate([[np.sum(g * (-logits / t))], g.sum(axis=0)]))
+        total, p_sum, pz_sum = 0.0, np.zeros(k), 0.0
+        for block, labels in _blocks(logits, y):
+            logp = log_softmax(block / t + b, axis=1)
+            total -= logp[np.arange(len(labels)), labels].sum()
+            p = np.exp(logp, out=logp)
+            p_sum += p.sum(axis=0)
+            pz_sum += float(np.einsum("ij,ij->", p, block))
+        # d NLL / d a = (p - onehot) / n with a = logits / T + b
+        grad_log_t = -(pz_sum - true_logits) / (n * t)
+        return total / n, np.concatenate([[grad_log_t], (p_sum - true_counts) / n])
 
     theta = minimize(loss, np.zeros(k + 1), jac=True, method="L-BFGS-B",
                      bounds=[(np.log(0.05), np.log(20.0))] + [(-30, 30)] * k).x
