@@ -21,16 +21,17 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from longtail.errors import DataError
+from longtail.metrics import _row_blocks
 
 __all__ = ["classwise_ece", "reliability", "fit_temperature", "fit_bias_temperature", "nll",
            "calibration_summary", "add_calibration"]
 
 
-_ROWS = 1024  # rows of logits in one block of nll (memory: _ROWS x k floats)
-
-
 def _check(scores, y_true) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores, dtype=np.float64)
+    """Scores as an array of their float type (float32 kept: no copy) and int labels."""
+    scores = np.asarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
     y = np.asarray(y_true).astype(np.int64).reshape(-1)
     if scores.ndim != 2 or scores.shape[0] != y.size:
         raise DataError(f"scores must have shape (n, k) with n = {y.size}; got {scores.shape}")
@@ -39,12 +40,69 @@ def _check(scores, y_true) -> tuple[np.ndarray, np.ndarray]:
     return scores, y
 
 
-def _bin_stats(conf: np.ndarray, hit: np.ndarray, bins: int):
-    """Per bin: count, summed confidence, summed outcome (equal-width bins)."""
-    which = np.minimum((conf * bins).astype(np.int64), bins - 1)
-    count = np.bincount(which, minlength=bins)
-    return (count, np.bincount(which, weights=conf, minlength=bins),
-            np.bincount(which, weights=hit, minlength=bins))
+def _blocks(scores: np.ndarray, y: np.ndarray, temperature: float | None = None):
+    """``(float64 block, its labels)`` a block of rows at a time: the scores, or
+    ``softmax(scores / temperature)`` when a temperature is given. Memory: one
+    block (about 2**20 cells), never ``n x k`` temporaries."""
+    lo = 0
+    for block in _row_blocks(scores):
+        block = block.astype(np.float64)
+        if temperature is not None:
+            block = log_softmax(block / temperature, axis=1)
+            np.exp(block, out=block)
+        yield block, y[lo:lo + len(block)]
+        lo += len(block)
+
+
+def _which_bin(conf: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin of each confidence; exactly 1 falls in the last bin."""
+    return np.minimum((conf * bins).astype(np.int64), bins - 1)
+
+
+class _ClassBins:
+    """Per class and bin: summed confidence and summed outcome (one-vs-rest)."""
+
+    def __init__(self, k: int, bins: int):
+        self.k, self.bins, self.n = k, bins, 0
+        self.conf = np.zeros(k * bins)
+        self.hit = np.zeros(k * bins)
+
+    def add(self, probs: np.ndarray, y: np.ndarray) -> None:
+        which = _which_bin(probs, self.bins)
+        which += np.arange(self.k) * self.bins  # cell (class, bin)
+        self.conf += np.bincount(which.ravel(), weights=probs.ravel(),
+                                 minlength=self.k * self.bins)
+        self.hit += np.bincount(which[np.arange(len(y)), y], minlength=self.k * self.bins)
+        self.n += len(y)
+
+    def ece(self) -> np.ndarray:
+        gap = np.abs(self.hit - self.conf).reshape(self.k, self.bins).sum(axis=1)
+        return gap / max(self.n, 1)
+
+
+class _PooledBins:
+    """Per bin: count, summed confidence and outcome of the (sample, class)
+    pairs of a group of classes."""
+
+    def __init__(self, classes, bins: int):
+        self.classes, self.bins = np.asarray(classes, dtype=np.int64), bins
+        self.count = np.zeros(bins, np.int64)
+        self.conf = np.zeros(bins)
+        self.hit = np.zeros(bins)
+
+    def add(self, probs: np.ndarray, y: np.ndarray) -> None:
+        conf = probs[:, self.classes].ravel()
+        which = _which_bin(conf, self.bins)
+        hit = (y[:, None] == self.classes[None]).ravel()
+        self.count += np.bincount(which, minlength=self.bins)
+        self.conf += np.bincount(which, weights=conf, minlength=self.bins)
+        self.hit += np.bincount(which[hit], minlength=self.bins)
+
+    def result(self) -> dict:
+        keep = self.count > 0
+        return {"confidence": (self.conf[keep] / self.count[keep]).tolist(),
+                "frequency": (self.hit[keep] / self.count[keep]).tolist(),
+                "count": self.count[keep].tolist()}
 
 
 def classwise_ece(probs, y_true, bins: int = 15) -> np.ndarray:
@@ -64,11 +122,10 @@ def classwise_ece(probs, y_true, bins: int = 15) -> np.ndarray:
         array([0.25, 0.25])
     """
     probs, y = _check(probs, y_true)
-    out = np.zeros(probs.shape[1])
-    for c in range(probs.shape[1]):
-        count, conf, hit = _bin_stats(probs[:, c], (y == c).astype(np.float64), bins)
-        out[c] = np.abs(hit - conf).sum() / max(y.size, 1)
-    return out
+    stats = _ClassBins(probs.shape[1], bins)
+    for block, labels in _blocks(probs, y):
+        stats.add(block, labels)
+    return stats.ece()
 
 
 def reliability(probs, y_true, classes, bins: int = 10) -> dict:
@@ -80,22 +137,23 @@ def reliability(probs, y_true, classes, bins: int = 10) -> dict:
         (sample, class) pairs.
     """
     probs, y = _check(probs, y_true)
-    classes = np.asarray(classes, dtype=np.int64)
-    conf = probs[:, classes].ravel()
-    hit = (y[:, None] == classes[None]).ravel().astype(np.float64)
-    count, c, h = _bin_stats(conf, hit, bins)
-    keep = count > 0
-    return {"confidence": (c[keep] / count[keep]).tolist(),
-            "frequency": (h[keep] / count[keep]).tolist(), "count": count[keep].tolist()}
+    stats = _PooledBins(classes, bins)
+    for block, labels in _blocks(probs, y):
+        stats.add(block, labels)
+    return stats.result()
 
 
 def nll(logits, y_true, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of ``softmax(logits / temperature)``."""
+    """Mean negative log-likelihood of ``softmax(logits / temperature)``.
+
+    Computed in float64 a block of rows at a time (float32 logits are not
+    copied whole).
+    """
     logits, y = _check(logits, y_true)
     total = 0.0
-    for lo in range(0, y.size, _ROWS):  # row blocks: no (n, k) temporaries
-        block = log_softmax(logits[lo:lo + _ROWS] / temperature, axis=1)
-        total += float(block[np.arange(len(block)), y[lo:lo + _ROWS]].sum())
+    for block, labels in _blocks(logits, y):
+        block = log_softmax(block / temperature, axis=1)
+        total += float(block[np.arange(len(block)), labels].sum())
     return -total / y.size if y.size else float("nan")
 
 
@@ -124,24 +182,26 @@ def fit_bias_temperature(logits, y_true) -> tuple[float, np.ndarray]:
 
     logits, y = _check(logits, y_true)
     n, k = logits.shape
-    onehot = np.eye(k)[y]
+    true_logits = float(logits[np.arange(n), y].astype(np.float64).sum())
+    true_counts = np.bincount(y, minlength=k)
 
-    def loss(theta):
+    def loss(theta):  # a pass over the logits a block at a time: no n x k copies
         t, b = np.exp(theta[0]), theta[1:]
-        a = logits / t + b
-        logp = log_softmax(a, axis=1)
-        g = (np.exp(logp) - onehot) / n  # d NLL / d a
-        return (-logp[np.arange(n), y].mean(),
-                np.concatenate([[np.sum(g * (-logits / t))], g.sum(axis=0)]))
+        total, p_sum, pz_sum = 0.0, np.zeros(k), 0.0
+        for block, labels in _blocks(logits, y):
+            logp = log_softmax(block / t + b, axis=1)
+            total -= logp[np.arange(len(labels)), labels].sum()
+            p = np.exp(logp, out=logp)
+            p_sum += p.sum(axis=0)
+            pz_sum += float(np.einsum("ij,ij->", p, block))
+        # d NLL / d a = (p - onehot) / n with a = logits / T + b
+        grad_log_t = -(pz_sum - true_logits) / (n * t)
+        return total / n, np.concatenate([[grad_log_t], (p_sum - true_counts) / n])
 
     theta = minimize(loss, np.zeros(k + 1), jac=True, method="L-BFGS-B",
                      bounds=[(np.log(0.05), np.log(20.0))] + [(-30, 30)] * k).x
     b = theta[1:] - theta[1:].mean()
     return float(np.exp(theta[0])), b
-
-
-def _softmax(logits, temperature=1.0) -> np.ndarray:
-    return np.exp(log_softmax(np.asarray(logits, np.float64) / temperature, axis=1))
 
 
 def calibration_summary(logits, y_true, groups, *, val_logits=None, val_true=None,
@@ -176,17 +236,22 @@ def calibration_summary(logits, y_true, groups, *, val_logits=None, val_true=Non
                           "after": nll(val_logits, val_true, temperature)}
         stages.append(("after", temperature))
     tail = "few" if np.any(groups == "few") else "medium"
-    for stage, t in stages:
-        probs = _softmax(logits, t)
-        ece = classwise_ece(probs, y_true, bins)
+    logits, y = _check(logits, y_true)
+    for stage, t in stages:  # one pass over the logits per stage, a block at a time
+        ece = _ClassBins(logits.shape[1], bins)
+        diagrams = {name: _PooledBins(np.flatnonzero(groups == group), 10)
+                    for name, group in (("head", "many"), ("tail", tail))
+                    if np.any(groups == group)}
+        for probs, labels in _blocks(logits, y, t):
+            ece.add(probs, labels)
+            for diagram in diagrams.values():
+                diagram.add(probs, labels)
+        ece = ece.ece()
         out["ece_per_class"][stage] = ece.tolist()
         out["ece_groups"][stage] = {g: float(ece[groups == g].mean()) if np.any(groups == g)
                                     else None for g in ("many", "medium", "few")}
-        for name, group in (("head", "many"), ("tail", tail)):
-            chosen = np.flatnonzero(groups == group)
-            if chosen.size:
-                out["reliability"].setdefault(name, {})[stage] = reliability(
-                    probs, y_true, chosen, 10)
+        for name, diagram in diagrams.items():
+            out["reliability"].setdefault(name, {})[stage] = diagram.result()
     return out
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from longtail import _io
 from longtail.errors import ConfigError, DataError
-from longtail.metrics import _resolve_counts, compute_metrics
+from longtail.metrics import _resolve_counts, _row_blocks, compute_metrics
 
 __all__ = ["evaluate", "EvaluationReport", "predict_batches", "to_logits"]
 
@@ -29,11 +29,12 @@ class EvaluationReport:
         y_true: int64 array ``(n,)`` of true class indices.
         y_score: float array ``(n, k)`` of the scores the metrics were computed
             from (the model's outputs, or adjusted logits when ``posthoc_tau``
-            was given).
+            was given); float32, or float64 when the model gave float64.
         y_pred: int64 array ``(n,)``, the argmax of ``y_score``.
         logits: float array ``(n, k)``: the model's outputs as logits before
             any adjustment (the log when the outputs are probabilities), fit
-            for :func:`longtail.posthoc.tune_tau`.
+            for :func:`longtail.posthoc.tune_tau`; the same array as
+            ``y_score`` when the model gives logits and no ``posthoc_tau``.
         class_names: The class names, in index order.
         posthoc_tau: The post-hoc adjustment strength applied, or None.
     """
@@ -151,12 +152,15 @@ def _labels_of(y) -> np.ndarray:
 
 
 def predict_batches(model, batches: Iterable, steps: int | None = None, *,
-                    name: str = "data", error: type = DataError, progress: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    name: str = "data", error: type = DataError, progress: bool = False,
+                    reduce=None) -> tuple[np.ndarray, np.ndarray]:
     """Runs a model over ``(x, y)`` or ``(x, y, w)`` batches, one at a time.
 
     The one prediction loop: :func:`evaluate` and
-    :class:`longtail.callbacks.PerClassMetrics` both go through it.
+    :class:`longtail.callbacks.PerClassMetrics` both go through it. The
+    outputs are kept as float32 (float64 only when the model gives float64),
+    written into one array as they come when the number of batches is known:
+    ``n x units x 4`` bytes, with no second copy.
 
     Args:
         model: A Keras model (``predict_on_batch`` is used) or a callable
@@ -166,15 +170,20 @@ def predict_batches(model, batches: Iterable, steps: int | None = None, *,
         name: The argument the batches came from, for error messages.
         error: The error class raised for a batch of the wrong form.
         progress: Show a progress bar with ETA (on a terminal only).
+        reduce: A function of one batch's outputs ``(rows, units)`` whose
+            result (an array of ``rows`` rows) is kept instead of the
+            outputs, e.g. ``lambda out: out.argmax(axis=1)``: memory then
+            grows with that result, not with ``n x units``.
 
     Returns:
-        ``(y_true, outputs)``: int64 class indices ``(n,)`` and float64
-        outputs ``(n, units)``; both empty when no batch came.
+        ``(y_true, outputs)``: int64 class indices ``(n,)`` and the outputs
+        ``(n, units)`` (or what ``reduce`` made of them); both empty when no
+        batch came.
     """
     from longtail._progress import progress_bar
 
     predict = getattr(model, "predict_on_batch", None)
-    ys, outs = [], []
+    ys, outs = [], _Rows()
     total = len(batches) if hasattr(batches, "__len__") else None
     total = total if steps is None or total is None else min(total, steps)
     bar = progress_bar(total=total, desc="evaluating", enabled=progress)
@@ -189,12 +198,54 @@ def predict_batches(model, batches: Iterable, steps: int | None = None, *,
         if isinstance(out, (list, tuple, Mapping)):
             raise ConfigError("`model` must have a single output; got several")
         ys.append(_labels_of(y))
-        outs.append(_to_numpy(out).astype(np.float64).reshape(len(ys[-1]), -1))
+        out = _to_numpy(out)
+        out = out.astype(score_dtype(out.dtype), copy=False).reshape(len(ys[-1]), -1)
+        outs.add(out if reduce is None else np.asarray(reduce(out)),
+                 None if total is None else total - step)
         bar.update(1)
     bar.close()
     if not ys:
-        return np.zeros(0, np.int64), np.zeros((0, 0))
-    return np.concatenate(ys), np.concatenate(outs)
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return np.concatenate(ys), outs.array()
+
+
+def score_dtype(dtype) -> type:
+    """float64 for float64 scores, float32 for any other: how scores are kept."""
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+
+
+class _Rows:
+    """Batches of rows gathered into one array without a second full copy.
+
+    With the number of batches still to come known, the first batch sizes
+    one array for all of them and each batch is written into it; otherwise
+    (or when a batch does not fit) the batches are kept and joined at the
+    end, as ``np.concatenate`` does.
+    """
+
+    def __init__(self):
+        self.buffer, self.filled, self.parts = None, 0, []
+
+    def add(self, rows: np.ndarray, batches_left: int | None) -> None:
+        if self.buffer is None and not self.parts and batches_left:
+            self.buffer = np.empty((len(rows) * batches_left, *rows.shape[1:]), rows.dtype)
+        if (self.buffer is not None and rows.shape[1:] == self.buffer.shape[1:]
+                and rows.dtype == self.buffer.dtype
+                and self.filled + len(rows) <= len(self.buffer)):
+            self.buffer[self.filled:self.filled + len(rows)] = rows
+            self.filled += len(rows)
+            return
+        if self.buffer is not None:  # does not fit: keep what was written, join at the end
+            self.parts.append(self.buffer[:self.filled])
+            self.buffer = None
+        self.parts.append(rows)
+
+    def array(self) -> np.ndarray:
+        if self.buffer is not None:
+            kept = self.buffer[:self.filled]
+            # a last batch shorter than the first leaves less than a batch unused
+            return kept if self.filled * 2 > len(self.buffer) else kept.copy()
+        return np.concatenate(self.parts)
 
 
 def _collect(model, batches: Iterable, steps: int | None,
@@ -235,10 +286,17 @@ PROBABILITY_ATOL = 1e-3
 
 
 def looks_like_probabilities(scores: np.ndarray) -> bool:
-    """Whether every row of ``scores`` is in [0, 1] and sums to 1 (within 1e-3)."""
+    """Whether every row of ``scores`` is in [0, 1] and sums to 1 (within 1e-3).
+
+    Checked a block of rows at a time, sums in float64: no ``n x k`` temporary.
+    """
     scores = np.asarray(scores)
-    return bool(np.all(scores >= 0) and np.all(scores <= 1)
-                and np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_ATOL))
+    for block in _row_blocks(scores):
+        if not (block.size == 0 or (block.min() >= 0 and block.max() <= 1)):
+            return False
+        if not np.allclose(block.sum(axis=1, dtype=np.float64), 1.0, atol=PROBABILITY_ATOL):
+            return False
+    return True
 
 
 def to_logits(scores: np.ndarray, from_logits: bool | None = None) -> np.ndarray:
@@ -246,11 +304,17 @@ def to_logits(scores: np.ndarray, from_logits: bool | None = None) -> np.ndarray
 
     ``from_logits=None`` decides with :func:`looks_like_probabilities`; what
     :func:`evaluate` and ``longtail predict`` do with any model's outputs.
+    Logits come back as they are (float32 or float64, no copy); the log of
+    probabilities is one new array of their float type.
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
+    scores = scores.astype(score_dtype(scores.dtype), copy=False)
     if from_logits is None:
         from_logits = not looks_like_probabilities(scores)
-    return scores if from_logits else np.log(np.maximum(scores, 1e-12))
+    if from_logits:
+        return scores
+    logits = np.maximum(scores, 1e-12)
+    return np.log(logits, out=logits)
 
 
 def _two_columns(out: np.ndarray) -> np.ndarray:
@@ -301,7 +365,10 @@ def evaluate(
     """Evaluates a classifier on data too large to hold in memory.
 
     Only labels and scores are kept, never inputs: memory grows with
-    ``n * num_classes``, not with the data.
+    ``n * num_classes`` (one float32 array of scores; a second for the log
+    of probabilities or the adjusted scores), not with the data. The passes
+    over the scores (checks, top-k, calibration) go a block of rows at a
+    time, in float64 where sums need it.
 
     Args:
         model: A Keras model (``predict_on_batch`` is used) or any callable
@@ -395,7 +462,7 @@ def evaluate(
         p = _resolve_priors(priors, train_counts, class_names)
         from longtail.posthoc import adjust_logits
 
-        scores = _to_numpy(adjust_logits(logits, p, float(posthoc_tau))).astype(np.float64)
+        scores = adjust_logits(logits, p, float(posthoc_tau))  # float type of the logits
 
     metrics = compute_metrics(y_true, scores, class_names, train_counts=train_counts,
                               shot_thresholds=shot_thresholds, top_k=top_k)

@@ -152,7 +152,13 @@ def _statistics(tp, predicted, support, groups) -> dict[str, np.ndarray]:
 
 
 def _interval(estimate, samples, alpha) -> dict:
-    low, high = np.quantile(samples, [alpha / 2, 1 - alpha / 2], axis=0)
+    if samples.ndim == 2:  # per class: quantiles a block of classes at a time
+        cols = max(1, (1 << 20) // max(1, samples.shape[0]))
+        low, high = np.concatenate(
+            [np.quantile(samples[:, lo:lo + cols], [alpha / 2, 1 - alpha / 2], axis=0)
+             for lo in range(0, samples.shape[1], cols)], axis=1)
+    else:
+        low, high = np.quantile(samples, [alpha / 2, 1 - alpha / 2], axis=0)
     if np.ndim(estimate):
         return {"estimate": np.asarray(estimate).tolist(), "low": low.tolist(),
                 "high": high.tolist()}
@@ -225,18 +231,21 @@ def bootstrap_intervals(y_true, predictions: Mapping[str, object], num_classes: 
     order = np.argsort(y, kind="stable")
     y_sorted = y[order]
     preds_sorted = {name: arr[:, order].astype(np.int32) for name, arr in preds.items()}
-    samples: dict[str, dict[str, list]] = {name: {} for name in preds}
+    # every resample's statistics, written in place chunk by chunk (per class:
+    # resamples x k floats, held once; no list of chunks joined at the end)
+    samples: dict[str, dict[str, np.ndarray]] = {name: {} for name in preds}
     step = _chunk(y.size)
     for start in range(0, options.resamples, step):
-        positions = _sorted_positions(support, min(step, options.resamples - start),
-                                      options.seed, start // step)
+        rows = min(step, options.resamples - start)
+        positions = _sorted_positions(support, rows, options.seed, start // step)
         for name, arr in preds_sorted.items():
             chunk = stats_of([_sorted_counts(y_sorted, p, positions, support, num_classes)
                               for p in arr])
             for key, value in chunk.items():
-                samples[name].setdefault(key, []).append(value)
-    samples = {name: {key: np.concatenate(v) for key, v in s.items()}
-               for name, s in samples.items()}
+                if key not in samples[name]:
+                    samples[name][key] = np.empty((options.resamples, *value.shape[1:]))
+                samples[name][key][start:start + rows] = value
+            del chunk
 
     alpha = 1 - options.confidence
     out = {"method": "paired class-stratified percentile bootstrap",

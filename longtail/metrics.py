@@ -102,6 +102,28 @@ def _top_k_chunked(y_true, scores, top: int) -> float:
     return hits / len(y_true)
 
 
+#: Cells of an ``(n, k)`` score array taken at a time by the passes over
+#: scores (finiteness, the probability check, calibration): a few MB of
+#: float64 temporaries whatever ``k`` is.
+_BLOCK_CELLS = 1 << 20
+
+
+def _row_blocks(scores: np.ndarray, cells: int = _BLOCK_CELLS):
+    """Consecutive row blocks (views) of ``scores``, about ``cells`` cells each."""
+    rows = max(1, cells // max(1, scores.shape[1] if scores.ndim == 2 else 1))
+    return (scores[lo:lo + rows] for lo in range(0, len(scores), rows))
+
+
+def _mean_recall(y_true, y_pred, num_classes: int) -> float:
+    """Balanced accuracy from two label arrays: the mean recall of the classes in
+    ``y_true``, as ``sklearn.metrics.balanced_accuracy_score``, without its dense
+    ``k x k`` matrix (memory linear in samples plus classes)."""
+    support = np.bincount(y_true, minlength=num_classes)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=num_classes)
+    present = support > 0
+    return float((hits[present] / support[present]).mean())
+
+
 def _labels(y, name: str, num_classes: int) -> np.ndarray:
     """Sparse int labels from sparse, one-hot or soft labels."""
     y = np.asarray(y)
@@ -246,7 +268,7 @@ def compute_metrics(
                 f"`y_score_or_pred` has {scores.shape[1]} columns but there are "
                 f"{k} classes"
             )
-        if not np.all(np.isfinite(scores)):
+        if not all(np.isfinite(block).all() for block in _row_blocks(scores)):
             raise DataError("`y_score_or_pred` holds NaN or infinite scores")
         y_pred = scores.argmax(axis=1)
     else:

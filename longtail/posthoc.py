@@ -21,6 +21,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from longtail.errors import ConfigError
 from longtail.losses._base import as_priors, check_number
+from longtail.metrics import SPARSE_CONFUSION_ABOVE, _mean_recall, _row_blocks
 
 __all__ = ["adjust_logits", "tune_tau", "tau_normalize", "tune_tau_norm"]
 
@@ -105,8 +106,11 @@ def tune_tau(logits, y_true, priors, taus=None):
 
     Returns:
         ``(best_tau, scores)``: the chosen tau (a float) and a NumPy array of
-        the balanced accuracy (``sklearn.metrics.balanced_accuracy_score``)
-        of every candidate, in ``taus`` order.
+        the balanced accuracy (``sklearn.metrics.balanced_accuracy_score``;
+        above :data:`longtail.metrics.SPARSE_CONFUSION_ABOVE` classes the
+        same mean of recalls, without its dense ``k x k`` matrix) of every
+        candidate, in ``taus`` order. The logits are read a block of rows at
+        a time, in float64: float32 logits are not copied whole.
 
     Example:
         >>> import numpy as np
@@ -120,18 +124,26 @@ def tune_tau(logits, y_true, priors, taus=None):
         raise ConfigError(f"`taus` must be a non-empty list of numbers; got {taus!r}")
     if not np.all(np.isfinite(taus)) or np.any(taus < 0):
         raise ConfigError(f"`taus` must all be finite and >= 0; got {taus.tolist()}")
-    logits = _to_numpy(logits).astype(np.float64)
+    logits = _to_numpy(logits)
     y = _labels(y_true)
     if logits.ndim != 2 or logits.shape[0] != y.shape[0]:
         raise ConfigError(
             f"`logits` must have shape (n, k) with n = {y.shape[0]} labels; "
             f"got {logits.shape}"
         )
-    log_priors = _log_priors(priors, logits.shape[-1])
-    scores = np.array([
-        balanced_accuracy_score(y, np.argmax(logits - tau * log_priors, axis=-1))
-        for tau in taus
-    ])
+    k = logits.shape[-1]
+    log_priors = _log_priors(priors, k)
+    predictions = np.empty((taus.size, y.size), np.int64)
+    lo = 0
+    for block in _row_blocks(logits):  # float64 a block at a time: no n x k copies
+        block = block.astype(np.float64)
+        for i, tau in enumerate(taus):
+            predictions[i, lo:lo + len(block)] = np.argmax(block - tau * log_priors, axis=-1)
+        lo += len(block)
+    if k > SPARSE_CONFUSION_ABOVE:  # sklearn's would build a dense k x k matrix per tau
+        scores = np.array([_mean_recall(y, pred, k) for pred in predictions])
+    else:
+        scores = np.array([balanced_accuracy_score(y, pred) for pred in predictions])
     return float(taus[int(np.argmax(scores))]), scores
 
 

@@ -26,8 +26,10 @@ from matplotlib.figure import Figure
 
 from longtail import _io
 from longtail.errors import ConfigError, DataError
+from longtail.metrics import SPARSE_CONFUSION_ABOVE
 
-__all__ = ["write_report", "write_compare_report", "read_history", "MIN_SUPPORT"]
+__all__ = ["write_report", "write_compare_report", "read_history", "MIN_SUPPORT",
+           "SUMMARISE_CLASSES_ABOVE"]
 
 #: Classes with fewer test samples than this are marked "too few to judge" in
 #: the tables: their recall moves by 1/support with one sample (a third with 3),
@@ -215,7 +217,108 @@ def _class_axis(ax, names: Sequence[str], what: str, counted: bool = False,
         ax.set_xlabel(f"class rank by {what}{note}")
 
 
+#: Above this many classes the per-class plots summarise instead of drawing one
+#: bar per class (10,000 bars take minutes to draw and show only a texture):
+#: recall per shot group and along the class ranks, distributions summed over
+#: bins of classes, confusions as the most confused pairs. The threshold is the
+#: one past which ``metrics.json`` stores the confusion matrix sparse.
+SUMMARISE_CLASSES_ABOVE = SPARSE_CONFUSION_ABOVE
+_RANK_BINS = 100  # bins of consecutive classes in the summaries
+
+
+def _summarised(metrics: dict) -> bool:
+    return len(metrics["classes"]) > SUMMARISE_CLASSES_ABOVE
+
+
+def _rank_bins(k: int, bins: int = _RANK_BINS) -> np.ndarray:
+    """Edges of ``bins`` near-equal runs of consecutive class ranks 0..k."""
+    return np.unique(np.linspace(0, k, min(bins, k) + 1).round().astype(np.int64))
+
+
+def _binned(values: np.ndarray, edges: np.ndarray, how) -> np.ndarray:
+    """``how`` (e.g. ``np.mean``) of ``values`` over each run of ranks."""
+    return np.array([how(values[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+def _plot_recall_summary(metrics: dict, train_counts) -> bytes:
+    """Per-class recall of many classes: per shot group, and along the class ranks."""
+    order, counts, what = _order(metrics, train_counts)
+    per_class = metrics["per_class"]
+    k = len(order)
+    recall = np.array([per_class[i]["recall"] for i in order])
+    shots = np.array([per_class[i].get("shot") or "all" for i in order])
+    fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot(1, 2, 1)
+    groups = [g for g in ("many", "medium", "few", "all") if np.any(shots == g)]
+    box = ax.boxplot([recall[shots == g] for g in groups], showmeans=True, patch_artist=True,
+                     tick_labels=[f"{g}-shot\n({np.sum(shots == g):,} classes)"
+                                  if g != "all" else f"all\n({k:,} classes)" for g in groups])
+    for patch, g in zip(box["boxes"], groups):
+        patch.set_facecolor(_SHOT_COLORS.get(g, "#4c72b0"))
+        patch.set_alpha(0.5)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_ylabel("recall of a class")
+    ax.set_title("Per-class recall by shot group (box: quartiles; triangle: mean)",
+                 fontsize=10)
+    bx = fig.add_subplot(1, 2, 2)
+    edges = _rank_bins(k)
+    mid = (edges[:-1] + edges[1:] - 1) / 2
+    bx.fill_between(mid, _binned(recall, edges, lambda v: np.percentile(v, 10)),
+                    _binned(recall, edges, lambda v: np.percentile(v, 90)),
+                    color="#9db4d8", alpha=0.6, label="10th to 90th percentile")
+    bx.plot(mid, _binned(recall, edges, np.mean), color="#1f4e8c", label="mean")
+    bx.set_ylim(-0.02, 1.05)
+    bx.set_xlim(0, k - 1)
+    bx.set_xlabel(f"class rank by {what} (names in the per-class table)")
+    bx.set_ylabel("recall")
+    bx.set_title(f"Recall over runs of about {k // (len(edges) - 1):,} classes, "
+                 f"{what} as the line (right axis)", fontsize=10)
+    bx.legend(fontsize=8, loc="upper right")
+    twin = bx.twinx()
+    twin.plot(mid, _binned(np.maximum(counts[order], 0.5), edges, np.median), color="#555",
+              linewidth=1)
+    twin.set_yscale("log")
+    twin.set_ylabel(f"{what} (median of the run)")
+    return _png(fig)
+
+
+def _plot_distribution_summary(metrics: dict, train_counts) -> bytes:
+    """True against predicted samples of many classes, summed over runs of class ranks."""
+    order, _, what = _order(metrics, train_counts)
+    k = len(order)
+    true = np.asarray(metrics["true_distribution"])[order]
+    pred = np.asarray(metrics["predicted_distribution"])[order]
+    edges = _rank_bins(k)
+    fig = _bar_figure(k)
+    ax = fig.add_subplot()
+    width = np.diff(edges)
+    ax.bar(edges[:-1], _binned(true, edges, np.sum), width=width, align="edge",
+           color="#9db4d8", label="true", linewidth=0)
+    ax.stairs(_binned(pred, edges, np.sum), edges, color="#dd8452", linewidth=1.2,
+              label="predicted")
+    ax.set_xlim(0, k)
+    ax.set_xlabel(f"class rank by {what} (names in the per-class table)")
+    ax.set_ylabel("samples in the run of classes")
+    ax.set_title(f"True versus predicted samples, summed over runs of about "
+                 f"{k // (len(edges) - 1):,} classes", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _confused_pairs_table(metrics: dict) -> str:
+    """The most confused pairs as a table (for a sparse matrix)."""
+    names = metrics["classes"]
+    true, pred, count, _ = _most_confused(metrics, _TOP_PAIRS)
+    support = metrics["true_distribution"]
+    rows = [[_fmt(names[t]), _fmt(names[p]), _fmt(int(c)), _few(support[t]),
+             _fmt(c / support[t])] for t, p, c in zip(true, pred, count)]
+    return _table(["true class", "predicted as", "samples", "support of the true class",
+                   "share"], rows)
+
+
 def _plot_recall(metrics: dict, train_counts) -> bytes:
+    if _summarised(metrics):
+        return _plot_recall_summary(metrics, train_counts)
     order, counts, what = _order(metrics, train_counts)
     per_class = metrics["per_class"]
     k = len(order)
@@ -246,6 +349,8 @@ def _plot_recall(metrics: dict, train_counts) -> bytes:
 
 
 def _plot_distribution(metrics: dict, train_counts) -> bytes:
+    if _summarised(metrics):
+        return _plot_distribution_summary(metrics, train_counts)
     order, _, what = _order(metrics, train_counts)
     k = len(order)
     true = np.asarray(metrics["true_distribution"])[order]
@@ -465,16 +570,27 @@ def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | Non
             raise DataError(f"`metrics` lacks {key!r}: pass a metrics.json dict")
     if history_csv is None and (out / "history.csv").is_file():
         history_csv = out / "history.csv"
+    k = len(metrics["classes"])
+    summarised = (f"{k:,} classes: too many to draw one bar each, so this plot "
+                  "summarises; every class's values are in the per-class table below and "
+                  "in metrics.json. ") if _summarised(metrics) else ""
     plots = {
         "per_class_recall.png": (
-            "Per-class recall", "Recall of each class, head classes first. Bars that "
-            "fall toward the tail mean the model still favours frequent classes.",
+            "Per-class recall", summarised + (
+                "Left: the recall of the classes of each shot group. Right: the mean "
+                "recall of runs of consecutive classes, head classes first, with the "
+                "10th to 90th percentile of the run. A curve that falls toward the tail "
+                "means the model still favours frequent classes." if summarised else
+                "Recall of each class, head classes first. Bars that fall toward the "
+                "tail mean the model still favours frequent classes."),
             _plot_recall(metrics, train_counts)),
         "confusion_matrix.png": (
             "Confusion matrix", _confusion_note(metrics), _plot_confusion(metrics)),
         "class_distribution.png": (
-            "Predicted versus true class distribution", "How often each class is "
-            "predicted against how often it occurs.",
+            "Predicted versus true class distribution", summarised + (
+                "Samples of runs of consecutive classes, head classes first: how often "
+                "they are predicted against how often they occur." if summarised else
+                "How often each class is predicted against how often it occurs."),
             _plot_distribution(metrics, train_counts)),
     }
     if history_csv is not None:
@@ -487,7 +603,12 @@ def write_report(out_dir, metrics: dict, *, history_csv=None, config: dict | Non
                  + _table(["metric", "value"], _summary_rows(metrics)))]
     for name, (heading, note, data) in plots.items():
         _write_png(out, name, data)
-        sections.append((heading, f'<p class="note">{note}</p>' + _img(data, heading)))
+        pairs = (f'<p class="note">The {_TOP_PAIRS} most confused pairs:</p>'
+                 + _confused_pairs_table(metrics)
+                 if name == "confusion_matrix.png" and isinstance(
+                     metrics["confusion_matrix"], dict) else "")
+        sections.append((heading, f'<p class="note">{note}</p>' + _img(data, heading)
+                         + pairs))
     sections.append(("Per-class metrics", _per_class_table(metrics, train_counts)))
     for name, (heading, content, data) in _audit(metrics).items():
         if data is not None:

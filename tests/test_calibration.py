@@ -99,3 +99,22 @@ def test_bias_temperature_recovers_scale_and_prior_offsets():
     assert t == pytest.approx(3.0, rel=0.1)
     np.testing.assert_allclose(b, np.log(prior) - np.log(prior).mean(), atol=0.1)
     assert nll(logits / t + b, y) < nll(logits, y, fit_temperature(logits, y))
+
+
+def test_bias_temperature_on_float32_blocks_meets_its_optimality_conditions():
+    from longtail.calibration import fit_bias_temperature
+
+    # 30,000 x 50 float32 logits: two row blocks of the NLL pass
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(30000, 50)) * 1.5
+    prior = rng.dirichlet(np.ones(50) * 2)
+    p = softmax(z + np.log(prior), axis=1)
+    y = (rng.random((len(p), 1)) > np.cumsum(p, axis=1)).sum(axis=1)
+    t, b = fit_bias_temperature((2 * z).astype(np.float32), y)
+    fitted = softmax(2 * z.astype(np.float32).astype(np.float64) / t + b, axis=1)
+    # zero gradient, by a float64 whole-array reference: expected counts per class equal
+    # the observed ones (biases), and the expected true logit equals the observed (T)
+    np.testing.assert_allclose(fitted.sum(axis=0), np.bincount(y, minlength=50), atol=0.5)
+    zf = 2 * z.astype(np.float32).astype(np.float64)
+    assert (fitted * zf).sum() == pytest.approx(zf[np.arange(y.size), y].sum(), rel=1e-3)
+    assert t == pytest.approx(2.0, rel=0.05)

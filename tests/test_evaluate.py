@@ -220,3 +220,110 @@ def test_evaluate_and_predict_share_one_probability_test(rows, probabilities, tm
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(shown, expected.max(axis=1), atol=1e-6)
     assert not failed
+
+
+def _many_class_case(k=1500, n=3000, seed=0):
+    """Float32 model outputs for k > SPARSE_CONFUSION_ABOVE classes (several row
+    blocks of the score passes), with the true class often on top."""
+    from longtail.metrics import SPARSE_CONFUSION_ABOVE
+
+    assert k > SPARSE_CONFUSION_ABOVE
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)).astype(np.float32)
+    logits[np.arange(n), y] += rng.uniform(0, 5, n).astype(np.float32)
+    return logits, y
+
+
+def test_float32_scores_give_the_float64_reference_metrics_on_many_classes():
+    from scipy.special import log_softmax, softmax
+
+    from longtail.calibration import calibration_summary
+
+    logits, y = _many_class_case()
+    k = logits.shape[1]
+    names = [f"c{i}" for i in range(k)]
+    counts = np.random.default_rng(1).integers(5, 300, k)
+    ref = logits.astype(np.float64)  # what evaluate held before: the outputs in float64
+    report = _quiet(_Fixed(logits), _batches(logits, y, size=128), class_names=names,
+                    train_counts=counts, bootstrap=False)
+    assert report.y_score.dtype == np.float32 and report.logits is report.y_score
+    m = report.to_dict()
+    pred = ref.argmax(axis=1)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred), abs=1e-12)
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred),
+                                                   abs=1e-12)
+    assert m["macro_f1"] == pytest.approx(
+        skm.f1_score(y, pred, average="macro", zero_division=0), abs=1e-12)
+    assert m["top_k_accuracy"]["5"] == pytest.approx(
+        skm.top_k_accuracy_score(y, ref, k=5, labels=range(k)), abs=1e-12)
+
+    # post-hoc adjustment in float32 against the same in float64
+    priors = counts / counts.sum()
+    adjusted = _quiet(_Fixed(logits), _batches(logits, y, size=128), class_names=names,
+                      train_counts=counts, posthoc_tau=1.0, bootstrap=False)
+    ref_adjusted = (ref - np.log(priors)).argmax(axis=1)
+    assert adjusted.to_dict()["balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(y, ref_adjusted), abs=1e-12)
+
+    # calibration from float32 logits, a block at a time, against float64 whole arrays
+    val_logits, val_y = _many_class_case(seed=2)
+    groups = np.where(counts > 100, "many", np.where(counts < 20, "few", "medium"))
+    s = calibration_summary(report.logits, y, groups, val_logits=val_logits, val_true=val_y)
+    val_ref = val_logits.astype(np.float64)
+    t = s["temperature"]
+    assert s["val_nll"]["after"] == pytest.approx(
+        -log_softmax(val_ref / t, axis=1)[np.arange(val_y.size), val_y].mean(), rel=1e-9)
+    probs = softmax(ref / t, axis=1)
+    edges = np.linspace(0, 1, 16)
+    for c in (0, 7, k - 1):  # the loop reference of tests/test_calibration.py
+        total = 0.0
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            inside = (probs[:, c] >= lo) & ((probs[:, c] < hi) | (hi == 1.0))
+            if inside.any():
+                total += inside.sum() * abs((y[inside] == c).mean() - probs[inside, c].mean())
+        assert s["ece_per_class"]["after"][c] == pytest.approx(total / y.size, rel=1e-6,
+                                                                abs=1e-12)
+    head = np.flatnonzero(groups == "many")
+    pooled = probs[:, head].ravel()
+    assert sum(s["reliability"]["head"]["after"]["count"]) == pooled.size
+    assert np.average(s["reliability"]["head"]["after"]["confidence"],
+                      weights=s["reliability"]["head"]["after"]["count"]) == pytest.approx(
+        pooled.mean(), rel=1e-9)
+
+
+def test_probabilities_in_float32_give_the_float64_reference_on_many_classes():
+    from scipy.special import softmax
+
+    logits, y = _many_class_case(n=1200, seed=3)
+    probs = softmax(logits.astype(np.float64), axis=1).astype(np.float32)
+    report = _quiet(_Fixed(probs), _batches(probs, y, size=100),
+                    class_names=[str(i) for i in range(probs.shape[1])], bootstrap=False)
+    assert report.y_score.dtype == report.logits.dtype == np.float32
+    np.testing.assert_allclose(report.logits, np.log(probs.astype(np.float64)), rtol=1e-6)
+    pred = probs.argmax(axis=1)
+    assert report.to_dict()["balanced_accuracy"] == pytest.approx(
+        skm.balanced_accuracy_score(y, pred), abs=1e-12)
+
+
+@pytest.mark.parametrize("sizes,sized", [
+    ([16, 16, 5], True),     # written into one array sized by the first batch
+    ([5, 16, 16], True),     # a later batch does not fit: kept apart, joined at the end
+    ([16, 16, 5], False),    # no len(): joined at the end
+])
+def test_predict_batches_keeps_float32_rows_in_order(sizes, sized):
+    from longtail.evaluation import predict_batches
+
+    rng = np.random.default_rng(0)
+    out = rng.normal(size=(sum(sizes), 3))
+    y = rng.integers(0, 3, len(out))
+    edges = np.cumsum([0] + sizes)
+    batches = [(np.zeros((hi - lo, 1)), y[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+    model = _Fixed(out)
+    got_y, got = predict_batches(model, batches if sized else iter(batches))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, out.astype(np.float32))
+    np.testing.assert_array_equal(got_y, y)
+    model.at = 0
+    _, top = predict_batches(model, batches, reduce=lambda rows: rows.argmax(axis=1))
+    np.testing.assert_array_equal(top, out.argmax(axis=1))

@@ -94,3 +94,22 @@ def test_tune_tau_ties_go_to_the_first_candidate():
     assert np.sum(scores == 1.0) > 1  # several taus tie
     best, _ = tune_tau(logits, [0, 1, 1], [0.8, 0.2], taus=[0.6, 0.5, 0.4])
     assert best == 0.6
+
+
+def test_tune_tau_on_many_float32_classes_is_sklearn_balanced_accuracy():
+    from longtail.metrics import SPARSE_CONFUSION_ABOVE
+
+    k, n = SPARSE_CONFUSION_ABOVE + 200, 2500  # several row blocks; no dense k x k matrix
+    rng = np.random.default_rng(0)
+    priors = rng.integers(1, 500, k) / 1.0
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + np.log(priors / priors.sum())
+    logits[np.arange(n), y] += 3.0
+    logits = logits.astype(np.float32)
+    taus = [0.0, 0.5, 1.0]
+    best, scores = tune_tau(logits, y, priors, taus=taus)
+    ref = logits.astype(np.float64)
+    want = [balanced_accuracy_score(y, np.argmax(ref - t * np.log(priors / priors.sum()), -1))
+            for t in taus]
+    np.testing.assert_allclose(scores, want, rtol=1e-12)
+    assert best == taus[int(np.argmax(want))]

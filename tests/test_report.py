@@ -360,3 +360,36 @@ def test_a_sparse_confusion_matrix_is_drawn_as_its_most_confused_pairs(tmp_path)
     assert (true[0], predicted[0], count[0]) == (7, 9, 3)
     assert list(count) == sorted(dense.ravel(), reverse=True)[:_TOP_PAIRS]
     assert all(dense[t, q] == c for t, q, c in zip(true, predicted, count))
+
+
+def test_many_classes_are_summarised_and_the_page_says_so(tmp_path):
+    from longtail.report import SUMMARISE_CLASSES_ABOVE, _binned, _rank_bins
+
+    k = SUMMARISE_CLASSES_ABOVE + 500
+    names = [f"class-{i}" for i in range(k)]
+    rng = np.random.default_rng(1)
+    counts = np.maximum(2, (5000 / np.arange(1, k + 1)).astype(int))
+    y = np.arange(4 * k) % k
+    pred = np.where(rng.random(y.size) < 0.6, y, rng.integers(0, k, y.size))
+    pred[y == 3] = 11  # the most confused pair
+    metrics = json.loads(json.dumps(compute_metrics(y, pred, names, train_counts=counts)))
+    page = write_report(tmp_path, metrics, title="many").read_text()
+    assert page.count(f"{k:,} classes: too many to draw one bar each, so this plot "
+                      "summarises") == 2  # recall and distribution
+    for name in ("per_class_recall.png", "class_distribution.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.width <= 1300  # one picture, not one bar per class
+    # the most confused pairs as a table, the planted pair first
+    assert re.search(r"<td>class-3</td><td>class-11</td><td>4</td>", page)
+    assert "class-1499" in page  # the per-class table still lists every class
+    # the runs of ranks the summaries draw: every class once, sums as numpy's
+    edges = _rank_bins(k)
+    assert edges[0] == 0 and edges[-1] == k and len(edges) == 101
+    order = np.argsort(-counts, kind="stable")
+    true = np.asarray(metrics["true_distribution"])[order]
+    assert _binned(true, edges, np.sum).sum() == y.size
+    np.testing.assert_array_equal(_binned(true, edges, np.sum),
+                                  np.add.reduceat(true, edges[:-1]))
+    # below the limit, one bar per class as before
+    small = compute_metrics(y % 50, pred % 50, names[:50], train_counts=counts[:50])
+    assert "summarises" not in write_report(tmp_path / "small", small).read_text()
