@@ -742,10 +742,17 @@ def _plot_compare(summaries: Sequence[dict], order: np.ndarray, names: list[str]
     ax = fig.add_subplot()
     palette = colormaps["tab10"]
     x = np.arange(k)
+    many = k > SUMMARISE_CLASSES_ABOVE
+    if many:  # one point per run of classes: the mean recall of the run
+        edges = _rank_bins(k)
+        x = (edges[:-1] + edges[1:] - 1) / 2
     for j, s in enumerate(summaries):
-        recall = [s["metrics"]["per_class"][i]["recall"] for i in order]
+        recall = np.array([s["metrics"]["per_class"][i]["recall"] for i in order])
         label = _label(str(s["strategy"]), 40)
-        if k <= 40:  # one group per class, one bar per strategy
+        if many:
+            ax.plot(x, _binned(recall, edges, np.mean), label=label, color=palette(j % 10),
+                    linewidth=1.2)
+        elif k <= 40:  # one group per class, one bar per strategy
             width = 0.8 / n
             ax.bar(x - 0.4 + width * (j + 0.5), recall, width=width, label=label,
                    color=palette(j % 10))
@@ -755,7 +762,10 @@ def _plot_compare(summaries: Sequence[dict], order: np.ndarray, names: list[str]
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("recall")
     _class_axis(ax, names, what, counted=True, table=False)
-    ax.set_title("Per-class recall by strategy", fontsize=10)
+    ax.set_title("Per-class recall by strategy" if not many else
+                 f"{k:,} classes: too many to draw one point each, so this plot summarises: "
+                 f"mean recall over runs of about {k // (len(edges) - 1):,} classes",
+                 fontsize=10)
     fig.legend(fontsize=8, loc="outside right upper")
     return _png(fig)
 
@@ -824,23 +834,44 @@ def _per_class_changes(summaries, order, counts) -> str | None:
             "ordered by training count, largest first.</p>" + _table(header, rows))
 
 
+def _compare_summary_note(k: int) -> str:
+    """What a compare plot of ``k`` classes says when it summarises ('' when it does not)."""
+    if k <= SUMMARISE_CLASSES_ABOVE:
+        return ""
+    return (f"{k:,} classes: too many to draw one point each, so this plot summarises "
+            "runs of consecutive classes; every class's values are in the table and in "
+            "each strategy's metrics.json. ")
+
+
 def _plot_compare_distribution(summaries, order, names) -> bytes:
     k = len(order)
     fig = _bar_figure(k)
     ax = fig.add_subplot()
     x = np.arange(k)
     true = np.asarray(summaries[0]["metrics"]["true_distribution"])[order]
-    ax.bar(x, true, label="true", color="#c8d3e6", **_bar_style(k))
+    many = k > SUMMARISE_CLASSES_ABOVE
+    if many:  # summed over runs of classes
+        edges = _rank_bins(k)
+        x = (edges[:-1] + edges[1:] - 1) / 2
+        ax.bar(edges[:-1] - 0.5, _binned(true, edges, np.sum), width=np.diff(edges),
+               align="edge", label="true", color="#c8d3e6", linewidth=0)
+    else:
+        ax.bar(x, true, label="true", color="#c8d3e6", **_bar_style(k))
     palette = colormaps["tab10"]
     for j, s in enumerate(summaries):
         pred = np.asarray(s["metrics"]["predicted_distribution"])[order]
+        if many:
+            pred = _binned(pred, edges, np.sum)
         ax.plot(x, pred, marker="." if k <= 40 else None, color=palette(j % 10),
                 label=_label(str(s["strategy"]), 40), linewidth=1.2)
     ax.set_xlim(-0.6, k - 0.4)
     _class_axis(ax, names, "training count", counted=True, table=False)
-    ax.set_ylabel("test samples")
-    ax.set_title("Predicted class distribution of each strategy against the true one",
-                 fontsize=10)
+    ax.set_ylabel("test samples" if not many else "test samples in the run of classes")
+    ax.set_title("Predicted class distribution of each strategy against the true one"
+                 if not many else
+                 f"{k:,} classes: too many to draw one bar each, so this plot summarises: "
+                 f"true and predicted samples summed over runs of about "
+                 f"{k // (len(edges) - 1):,} classes", fontsize=10)
     fig.legend(fontsize=8, loc="outside right upper")
     return _png(fig)
 
@@ -854,8 +885,10 @@ def _compare_audit(summaries, order, counts) -> dict:
         out["per_class_change"] = ("Per-class change against the baseline", table, None)
     names = [f"{classes[i]} ({counts[i]})" for i in order]
     data = _plot_compare_distribution(summaries, order, names)
-    out["compare_distribution.png"] = ("Predicted class distributions",
-                                       _img(data, "Predicted class distributions"), data)
+    note = _compare_summary_note(len(order))
+    out["compare_distribution.png"] = ("Predicted class distributions", (
+        f'<p class="note">{note}</p>' if note else "")
+        + _img(data, "Predicted class distributions"), data)
     if all(s["metrics"].get("group_confusion") for s in summaries):
         groups = summaries[0]["metrics"]["group_confusion"]["groups"]
         pairs = [(a, b) for a in range(len(groups)) for b in range(len(groups)) if a != b]
@@ -989,7 +1022,8 @@ def write_compare_report(out_dir, summaries: Sequence[dict], *, train_counts=Non
          + _table(header, rows) + '<p class="note">Best value per column in '
          "bold. \u2014: no class in the few-shot group, or training counts unknown."
          f"{few_note}{links}</p>"),
-        ("Per-class recall", f'<p class="note">Classes ordered by {what} '
+        ("Per-class recall", f'<p class="note">{_compare_summary_note(len(order))}'
+         f"Classes ordered by {what} "
          f"(shown in brackets), largest first.</p>" + _img(plot, "Per-class recall by strategy")
          + _recall_table(summaries, order, counts, what)),
     ]

@@ -393,3 +393,26 @@ def test_many_classes_are_summarised_and_the_page_says_so(tmp_path):
     # below the limit, one bar per class as before
     small = compute_metrics(y % 50, pred % 50, names[:50], train_counts=counts[:50])
     assert "summarises" not in write_report(tmp_path / "small", small).read_text()
+
+
+def test_a_compare_report_of_many_classes_summarises_its_plots(tmp_path):
+    from longtail.report import SUMMARISE_CLASSES_ABOVE
+
+    k = SUMMARISE_CLASSES_ABOVE + 1
+    names = [f"class-{i}" for i in range(k)]
+    counts = np.maximum(1, np.round(500 * 0.995 ** np.arange(k))).astype(int)
+    rng = np.random.default_rng(0)
+    y = np.arange(2 * k) % k
+    summaries = []
+    for strategy, keep in (("none", 0.5), ("logit-adjust", 0.7)):
+        pred = np.where(rng.random(y.size) < keep, y, rng.integers(0, k, y.size))
+        summaries.append({"strategy": strategy, "metrics": json.loads(json.dumps(
+            compute_metrics(y, pred, names, train_counts=counts)))})
+    page = write_compare_report(tmp_path, summaries, train_counts=counts).read_text()
+    assert page.count(f"{k:,} classes: too many to draw one point each, so this plot "
+                      "summarises") == 2  # recall and distributions
+    for png in ("compare_recall.png", "compare_distribution.png"):
+        with Image.open(tmp_path / png) as im:
+            assert im.size[0] <= 1300
+    small = [dict(s, metrics=_metrics()) for s in summaries]
+    assert "summarises" not in write_compare_report(tmp_path / "small", small).read_text()
