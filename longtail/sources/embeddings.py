@@ -130,7 +130,6 @@ class EmbeddingSource(FeatureSource):
     """
 
     kind = "embeddings"
-    manifest_rows = 65536  # Dataset.save writes a split of a store this many rows at a time
 
     def __init__(self, features, feature_names=None, identity: dict | None = None, *,
                  index: np.ndarray | None = None):
@@ -151,6 +150,17 @@ class EmbeddingSource(FeatureSource):
             raise ValueError(f"`feature_names` has {len(self.feature_names)} names for "
                              f"{width} feature columns")
         self.identity = dict(identity or {})
+
+    @property
+    def manifest_rows(self) -> int:
+        """Rows :meth:`longtail.Dataset.save` writes at a time (a bounded block)."""
+        return self._block
+
+    @property
+    def _block(self) -> int:
+        from longtail.sources.rows import block_rows
+
+        return block_rows(self.row_file.shape[1])
 
     @property
     def features(self) -> np.ndarray:
@@ -190,15 +200,15 @@ class EmbeddingSource(FeatureSource):
             else:
                 yield self.row_file.gather(self.row_index[start:stop])
 
-    def row_blocks(self, rows: int = 65536):
-        for block in self._blocks(rows):
+    def row_blocks(self, rows: int | None = None):
+        for block in self._blocks(rows or self._block):
             yield block.astype(np.float32)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, variance)`` of each column, accumulated a block at a time (float64)."""
         width = self.row_file.shape[1]
         n, mean, m2 = 0, np.zeros(width), np.zeros(width)
-        for block in self._blocks(65536):  # Chan et al.'s pairwise update
+        for block in self._blocks(self._block):  # Chan et al.'s pairwise update
             block = block.astype(np.float64)
             k, block_mean = len(block), block.mean(axis=0)
             delta = block_mean - mean
@@ -208,7 +218,7 @@ class EmbeddingSource(FeatureSource):
         return mean.astype(np.float32), (m2 / max(n, 1)).astype(np.float32)
 
     def to_columns(self, relative_to: str | None = None) -> tuple[list, list, dict]:
-        rows = np.concatenate(list(self._blocks(65536)) or
+        rows = np.concatenate(list(self._blocks(self._block)) or
                               [np.zeros((0, self.row_file.shape[1]), self.row_file.dtype)])
         arrays = [pa.array(rows[:, j]) for j in range(rows.shape[1])]
         return list(self.feature_names), arrays, {"kind": self.kind, "identity": self.identity}

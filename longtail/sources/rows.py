@@ -35,9 +35,14 @@ import numpy as np
 
 from longtail.errors import DataError
 
-__all__ = ["RowFile", "open_rows"]
+__all__ = ["RowFile", "block_rows", "open_rows"]
 
-_BATCH = 8192  # Parquet rows converted at a time
+BLOCK_VALUES = 1 << 21  # values converted, checked or read at a time (8 MB as float32)
+
+
+def block_rows(width: int) -> int:
+    """Rows in one bounded block of a ``width``-column array."""
+    return max(64, BLOCK_VALUES // max(width, 1))
 _WAIT = 600.0  # seconds to wait for another process converting the same store
 
 
@@ -210,7 +215,13 @@ def _batches(store: str, columns: list[str], dtype: np.dtype):
     import pyarrow.parquet as pq
 
     start = 0
-    for batch in pq.ParquetFile(store).iter_batches(batch_size=_BATCH, columns=columns):
+    file = pq.ParquetFile(store)
+    # One row group at a time, without threads: the reader otherwise reads ahead.
+    batches = (batch for group in range(file.num_row_groups)
+               for batch in file.iter_batches(batch_size=block_rows(len(columns)),
+                                              row_groups=[group], columns=columns,
+                                              use_threads=False))
+    for batch in batches:
         rows = np.empty((batch.num_rows, len(columns)), dtype)
         for j, column in enumerate(batch.columns):
             if column.null_count:
