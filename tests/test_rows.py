@@ -129,6 +129,21 @@ def test_a_store_with_a_non_finite_value_is_refused_naming_row_and_column(tmp_pa
     assert sidecars(store) == []  # nothing half written beside it
 
 
+def test_check_names_the_first_non_finite_value_reading_a_row_group_at_a_time(tmp_path):
+    from longtail.errors import DataError
+    from longtail.features import check_features
+
+    x, labels = data(n=300)
+    store = write_store(tmp_path / "ok.parquet", x, labels, row_group_size=50)
+    assert check_features(store)["rows"] == [0, 300]
+    x[123, 20] = -np.inf
+    store = write_store(tmp_path / "f.parquet", x, labels, row_group_size=50)
+    with pytest.raises(DataError, match=r"f.parquet: row 124: value -inf in feature column "
+                                        r"'f0020'"):
+        check_features(store)
+    assert sidecars(store) == []  # a check writes nothing
+
+
 def test_a_changed_store_is_not_read_from_its_old_row_file(tmp_path):
     import longtail as lt
 

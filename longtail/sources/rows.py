@@ -35,7 +35,7 @@ import numpy as np
 
 from longtail.errors import DataError
 
-__all__ = ["RowFile", "block_rows", "open_rows"]
+__all__ = ["RowFile", "block_rows", "check_finite", "open_rows"]
 
 BLOCK_VALUES = 1 << 21  # values converted, checked or read at a time (8 MB as float32)
 
@@ -240,6 +240,14 @@ def _batches(store: str, columns: list[str], dtype: np.dtype):
                             f"{columns[j]!r}; feature values must be finite numbers")
         yield start, rows
         start += batch.num_rows
+
+
+def check_finite(store: str, columns: list[str]) -> None:
+    """Reads every value of ``columns`` a block at a time; DataError at the first non-finite one."""
+    import pyarrow.parquet as pq
+
+    for _ in _batches(store, columns, _dtype(pq.read_schema(store), columns)):
+        pass
 
 
 def _read(store: str, columns: list[str], dtype: np.dtype) -> np.ndarray:
