@@ -61,33 +61,37 @@ def write_store(path: str, rows: int, width: int, seed: int = 0) -> None:
 
 
 def _case(store: str, out: str) -> dict:
-    """Runs in the measured process: compare on ``store``, its peak memory and time."""
-    sys.path.insert(0, ROOT)
-    from benchmarks._measure import peak_above, reset_peak
+    """Runs in the measured process: compare on ``store``, its peak memory and time.
 
-    import longtail as lt  # noqa: F401  (imports before the baseline)
+    The process is started as a script (``python benchmarks/feature_memory.py
+    --case``) with ``PYTHONPATH`` naming the checkout measured, so
+    ``longtail`` is that checkout's; ``_measure`` sits beside this file.
+    """
+    from _measure import peak_above, reset_peak
+
+    import keras  # noqa: F401  (imported before the baseline)
+
+    import longtail
     from longtail.comparison import compare
-
-    import keras  # noqa: F401
 
     base = reset_peak()
     started = time.perf_counter()
     compare(store, ["none", "logit-adjust"], out, epochs=1, batch_size=256, verbose=0,
             seeds=[0])
-    return {"peak_mib": peak_above(base), "seconds": time.perf_counter() - started}
+    return {"peak_mib": peak_above(base), "seconds": time.perf_counter() - started,
+            "code": os.path.dirname(os.path.dirname(os.path.abspath(longtail.__file__)))}
 
 
 def _measure(code: str, store: str, out: str) -> dict:
     env = {**os.environ, "PYTHONPATH": code, "KERAS_BACKEND": "jax",
            "MALLOC_ARENA_MAX": "2"}
-    script = (f"import json, sys; sys.path.insert(0, {ROOT!r}); "
-              f"from benchmarks.feature_memory import _case; "
-              f"print(json.dumps(_case({store!r}, {out!r})))")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, cwd=code)
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", store, out],
+                          env=env, capture_output=True, text=True, cwd=code)
     if done.returncode != 0:
         raise SystemExit(f"{code}: the case failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == os.path.abspath(code), (result["code"], code)
+    return result
 
 
 def main(argv=None) -> None:
@@ -95,7 +99,11 @@ def main(argv=None) -> None:
     parser.add_argument("--before", help="a checkout of the code to compare against")
     parser.add_argument("--rows", default="20000,80000,320000")
     parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--case", nargs=2, metavar=("STORE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.case:
+        print(json.dumps(_case(*args.case)))
+        return
     sizes = [int(r) for r in args.rows.split(",")]
     print(f"compare none,logit-adjust x seed 0, 1 epoch, batch 256, on a store of "
           f"{args.width} float16 columns (peak MiB above the imports; seconds)")

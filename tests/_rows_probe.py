@@ -68,6 +68,7 @@ def main(small: str, big: str, out: str, budget_mb: int, mode: str) -> None:
             result["rows"] = len(read_table(big, feature_columns=names).features)
         result["ok"] = True
     except MemoryError as e:
+        import traceback; traceback.print_exc()
         result.update(ok=False, error=f"MemoryError: {e}")
     except Exception as e:  # noqa: BLE001 - reported to the test
         result.update(ok=False, error=f"{type(e).__name__}: {e}")

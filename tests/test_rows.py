@@ -98,7 +98,7 @@ def test_a_split_saved_in_parts_is_a_store_with_the_same_rows(tmp_path, monkeypa
     import longtail as lt
     import longtail.sources.rows as rows
 
-    monkeypatch.setattr(rows, "BLOCK_VALUES", 24 * 64)  # manifest written 64 rows at a time
+    monkeypatch.setattr(rows, "BLOCK_VALUES", 24 * 64)  # manifest written 128 rows at a time
     x, labels = data(n=400)
     ds = lt.Dataset.open(write_store(tmp_path / "f.parquet", x, labels))
     train, val = ds.split(val=0.4, seed=3)

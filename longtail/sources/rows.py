@@ -216,24 +216,30 @@ def _batches(store: str, columns: list[str], dtype: np.dtype):
 
     start = 0
     file = pq.ParquetFile(store)
-    # One row group at a time, without threads: the reader otherwise reads ahead.
-    batches = (batch for group in range(file.num_row_groups)
-               for batch in file.iter_batches(batch_size=block_rows(len(columns)),
-                                              row_groups=[group], columns=columns,
-                                              use_threads=False))
-    for batch in batches:
-        rows = np.empty((batch.num_rows, len(columns)), dtype)
+    step = block_rows(len(columns))
+
+    def groups():  # one row group at a time: a reader of the whole file reads ahead
+        for group in range(file.num_row_groups):
+            if file.metadata.row_group(group).num_rows * len(columns) <= 16 * BLOCK_VALUES:
+                table = file.read_row_group(group, columns=columns)  # whole: faster
+                yield from table.to_batches(max_chunksize=step)
+            else:
+                yield from file.iter_batches(batch_size=step, row_groups=[group],
+                                             columns=columns, use_threads=False)
+
+    for batch in groups():
+        by_column = np.empty((len(columns), batch.num_rows), dtype)  # contiguous writes
         for j, column in enumerate(batch.columns):
             if column.null_count:
                 row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
                 raise DataError(f"{store}: row {start + row + 1}: an empty cell or NaN in "
                                 f"feature column {columns[j]!r}; feature values must be "
                                 "finite numbers")
-            rows[:, j] = column.to_numpy(zero_copy_only=False)
-        with np.errstate(over="ignore", invalid="ignore"):
-            bad = ~np.isfinite(rows.astype(np.float32, copy=False))
+            by_column[j] = column.to_numpy(zero_copy_only=False)
+        rows = by_column.T  # a view: (rows, columns)
+        bad = ~np.isfinite(by_column)
         if bad.any():
-            row, j = (int(i) for i in np.argwhere(bad)[0])
+            row, j = (int(i) for i in np.argwhere(bad.T)[0])
             value = rows[row, j]
             what = "an empty cell or NaN" if np.isnan(value) else f"value {value}"
             raise DataError(f"{store}: row {start + row + 1}: {what} in feature column "
