@@ -24,6 +24,7 @@ a warning.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
@@ -202,7 +203,9 @@ def open_rows(store: str, columns: list[str]) -> RowFile:
             waited += 0.5
             if os.path.exists(path):
                 break
-        except PermissionError as e:
+        except OSError as e:  # a folder not writable, a read-only or full disk
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+                raise
             warnings.warn(f"{store}: cannot write its row file beside it ({e.strerror}); "
                           "reading its feature rows into memory instead (copy the store to "
                           "a writable folder to read it with bounded memory)", stacklevel=3)
