@@ -359,7 +359,8 @@ class Dataset:
 
     # Views of what some sources hold, kept for code written before Sources.
     features = property(lambda self: getattr(self.source, "features", None),
-                        doc="float32 feature rows (a feature source), else None.")
+                        doc="float32 feature rows (a feature source), else None; the rows "
+                            "of a feature store are read whole for it.")
     feature_names = property(lambda self: getattr(self.source, "feature_names", None),
                              doc="Names of the feature columns, or None.")
     cache = property(lambda self: getattr(self.source, "cache", None),
@@ -515,8 +516,22 @@ class Dataset:
 
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
+        ds = self._rooted()
+        step = getattr(ds.source, "manifest_rows", None)  # rows held on disk: write in parts
         with atomic_path(path) as tmp:
-            pq.write_table(self._rooted().to_table(relative_to=folder), tmp)
+            if step is None or len(ds) <= step:
+                pq.write_table(ds.to_table(relative_to=folder), tmp)
+                return path
+            parts = (ds.subset(np.arange(start, min(start + step, len(ds))))
+                     for start in range(0, len(ds), step))
+            first = next(parts).to_table(relative_to=folder)
+            # Dictionaries and statistics only for the label: numbers gain nothing
+            # from them, and trying them costs most of the write time.
+            with pq.ParquetWriter(tmp, first.schema, use_dictionary=["label"],
+                                  write_statistics=["label"]) as writer:
+                writer.write_table(first)
+                for part in parts:
+                    writer.write_table(part.to_table(relative_to=folder))
         return path
 
     def _rooted(self) -> "Dataset":
@@ -552,8 +567,8 @@ def fingerprint(ds: Dataset) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps([ds.kind, ds.class_names]).encode())
     digest.update(np.ascontiguousarray(ds.labels, dtype="<i4").tobytes())
-    if ds.features is not None:
-        digest.update(np.ascontiguousarray(ds.features, dtype="<f4").tobytes())
+    for block in ds.source.row_blocks():  # feature rows, never read whole
+        digest.update(np.ascontiguousarray(block, dtype="<f4"))
     if ds.relative_paths is not None:
         digest.update(_string_bytes(ds.relative_paths))
     if ds.weights is not None:

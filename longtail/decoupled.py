@@ -253,30 +253,28 @@ def find_classifier(model):
         tensor = inputs[0]
 
 
-def _features(model, classifier, loader) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier's inputs (the representation) and labels, batch by batch."""
+def _features(model, classifier, loader):
+    """The classifier's inputs (the representation) and labels, one batch at a time."""
     import keras
 
     from longtail.evaluation import _labels_of
 
     extractor = keras.Model(model.inputs, classifier.input)
-    xs, ys = [], []
     for batch in loader:
-        xs.append(np.asarray(extractor.predict_on_batch(batch[0]), dtype=np.float64))
-        ys.append(_labels_of(batch[1]))
-    return np.concatenate(xs), np.concatenate(ys)
+        yield (np.asarray(extractor.predict_on_batch(batch[0]), dtype=np.float64),
+               _labels_of(batch[1]))
 
 
 def tau_normalise(model, ctx: StageContext, params: TauNormParams) -> tuple[dict, list]:
     """Scales the classifier's class vectors by ``||w_c||**-tau``, tau tuned on validation."""
-    from longtail.posthoc import tau_normalize, tune_tau_norm
+    from longtail.posthoc import tau_normalize, tune_tau_norm_batches
 
     classifier = find_classifier(model)
-    features, labels = _features(model, classifier, ctx.val_loader)
     kernel = np.asarray(classifier.kernel.numpy(), dtype=np.float64)
     bias = np.asarray(classifier.bias.numpy(), dtype=np.float64) if (
         classifier.use_bias and params.bias == "keep") else None
-    tau, scores = tune_tau_norm(features, labels, kernel, bias, params.taus)
+    tau, scores = tune_tau_norm_batches(_features(model, classifier, ctx.val_loader),
+                                        kernel, bias, params.taus)
     classifier.kernel.assign(tau_normalize(kernel, tau).astype(classifier.kernel.dtype))
     if classifier.use_bias and params.bias == "drop":
         classifier.bias.assign(np.zeros(classifier.bias.shape, classifier.bias.dtype))

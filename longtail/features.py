@@ -329,6 +329,9 @@ def read_identity(path: str) -> dict:
 def check_features(path: str) -> dict:
     """Verifies a feature store: metadata, row count, finite values, known labels.
 
+    The feature values are read a row group at a time (memory bounded by
+    one, not by the store).
+
     Returns:
         Its identity, with ``rows`` checked (``skipped`` lists the unreadable
         images left out).
@@ -344,18 +347,17 @@ def check_features(path: str) -> dict:
         missing = [f"{i}/{count}" for i in range(count) if (i, count) not in found]
         raise DataError(f"{path}: not joined yet; shards {', '.join(missing)} are missing "
                         f"in {path}.shards (run `longtail features --shard I/{count}` for them)")
+    from longtail.sources.rows import check_finite
+
     identity = read_identity(path)
-    table = pq.read_table(path)
+    rows = pq.ParquetFile(path).metadata.num_rows
     start, stop = identity["rows"]
     expected = stop - start - len(identity.get("skipped", []))
-    if table.num_rows != expected:
-        raise DataError(f"{path}: holds {table.num_rows} rows; its metadata says "
-                        f"{expected}")
-    features = np.stack([table[c].to_numpy().astype("float32")
-                         for c in table.column_names if c.startswith("f")], axis=1)
-    if not np.isfinite(features).all():
-        raise DataError(f"{path}: holds non-finite feature values")
-    unknown = set(table["label"].to_pylist()) - set(identity["class_names"])
+    if rows != expected:
+        raise DataError(f"{path}: holds {rows} rows; its metadata says {expected}")
+    check_finite(path, [c for c in pq.read_schema(path).names if c.startswith("f")])
+    labels = pq.read_table(path, columns=["label"])["label"]  # a row group at a time above
+    unknown = set(labels.unique().to_pylist()) - set(identity["class_names"])
     if unknown:
         raise DataError(f"{path}: labels {sorted(unknown)[:3]} are not among its class names")
     return identity

@@ -23,7 +23,7 @@ from longtail.errors import ConfigError
 from longtail.losses._base import as_priors, check_number
 from longtail.metrics import SPARSE_CONFUSION_ABOVE, _mean_recall, _row_blocks
 
-__all__ = ["adjust_logits", "tune_tau", "tau_normalize", "tune_tau_norm"]
+__all__ = ["adjust_logits", "tune_tau", "tau_normalize", "tune_tau_norm", "tune_tau_norm_batches"]
 
 
 def _is_numpy_like(value) -> bool:
@@ -190,19 +190,41 @@ def tune_tau_norm(features, y_true, kernel, bias=None, taus=None):
         ``(best_tau, scores)``: the chosen tau and the balanced accuracy
         (``sklearn.metrics.balanced_accuracy_score``) of every candidate.
     """
+    return tune_tau_norm_batches([(features, y_true)], kernel, bias, taus)
+
+
+def tune_tau_norm_batches(batches, kernel, bias=None, taus=None):
+    """:func:`tune_tau_norm` over ``(features, y_true)`` batches, never all features at once.
+
+    Only each candidate's predicted class is kept per sample (one int32),
+    not the ``d`` features: memory is bounded by one batch plus the labels.
+
+    Args:
+        batches: An iterable of ``(features, y_true)`` pairs, as
+            :func:`tune_tau_norm` takes them.
+        kernel, bias, taus: As :func:`tune_tau_norm`.
+
+    Returns:
+        ``(best_tau, scores)``, as :func:`tune_tau_norm`.
+    """
     taus = np.linspace(0.0, 2.0, 21) if taus is None else np.asarray(taus, dtype=float)
     if taus.ndim != 1 or taus.size == 0 or not np.all(np.isfinite(taus)) or np.any(taus < 0):
         raise ConfigError(f"`taus` must be a non-empty list of numbers >= 0; got {taus!r}")
-    features = _to_numpy(features).astype(np.float64)
     kernel = np.asarray(kernel, dtype=np.float64)
-    y = _labels(y_true)
-    if features.ndim != 2 or features.shape != (y.shape[0], kernel.shape[0]):
-        raise ConfigError(f"`features` must have shape (n, d) = ({y.shape[0]}, "
-                          f"{kernel.shape[0]}); got {features.shape}")
+    kernels = [tau_normalize(kernel, t) for t in taus]
     offset = 0.0 if bias is None else np.asarray(bias, dtype=np.float64)
-    scores = np.array([
-        balanced_accuracy_score(y, np.argmax(features @ tau_normalize(kernel, t) + offset,
-                                             axis=-1))
-        for t in taus
-    ])
+    ys, predicted = [], []
+    for features, y_true in batches:
+        features = _to_numpy(features).astype(np.float64)
+        y = _labels(y_true)
+        if features.ndim != 2 or features.shape != (y.shape[0], kernel.shape[0]):
+            raise ConfigError(f"`features` must have shape (n, d) = ({y.shape[0]}, "
+                              f"{kernel.shape[0]}); got {features.shape}")
+        ys.append(y)
+        predicted.append(np.stack([np.argmax(features @ k + offset, axis=-1)
+                                   for k in kernels]).astype(np.int32))
+    y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+    predicted = (np.concatenate(predicted, axis=1) if predicted
+                 else np.zeros((len(taus), 0), np.int32))
+    scores = np.array([balanced_accuracy_score(y, p) for p in predicted])
     return float(taus[int(np.argmax(scores))]), scores

@@ -95,6 +95,22 @@ def test_tune_tau_norm_picks_the_best_balanced_accuracy():
     assert scores.max() > scores[0]
 
 
+def test_tune_tau_norm_over_batches_equals_the_whole_validation_set():
+    from longtail.posthoc import tune_tau_norm_batches
+
+    rng = np.random.default_rng(2)
+    kernel = rng.normal(size=(5, 3)) * [3.0, 1.0, 0.5]
+    x = rng.normal(size=(301, 5))
+    y = rng.choice(3, size=301, p=[0.6, 0.3, 0.1])
+    bias = rng.normal(size=3)
+    whole = tune_tau_norm(x, y, kernel, bias)
+    cuts = [0, 7, 100, 250, 301]
+    parts = tune_tau_norm_batches(((x[a:b], np.eye(3)[y[a:b]]) for a, b in
+                                   zip(cuts[:-1], cuts[1:])), kernel, bias)
+    assert parts[0] == whole[0]
+    np.testing.assert_array_equal(parts[1], whole[1])
+
+
 def test_tau_norm_with_tau_0_and_kept_bias_leaves_the_logits_unchanged():
     ds = _features_dataset()
     model = _model()

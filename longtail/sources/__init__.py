@@ -3,7 +3,8 @@
 See :mod:`longtail.sources.base` for the protocol and how to add a source.
 Readers: ``directory`` (a folder per class), ``table`` (CSV/Parquet tables
 and manifests). Sources: ``files``, ``features``, ``cache``, ``embeddings``
-(a feature store written by ``longtail features``).
+(a feature store written by ``longtail features``; its rows are read a
+batch at a time from a row file, see :mod:`longtail.sources.rows`).
 """
 
 from __future__ import annotations

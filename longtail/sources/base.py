@@ -30,7 +30,8 @@ Adding a source is one new module in ``longtail/sources/`` with one subclass:
 2. Implement ``__len__``, ``take``, ``read``, ``item_shape``,
    ``to_columns``, ``same_samples`` and ``describe``; override ``resolve``
    when the stored samples fix some options (as a cache fixes the image
-   size), and ``run_record``/``take_away``/``model_for`` when a run
+   size), ``row_blocks`` and ``moments`` for vectors (see
+   :class:`~longtail.sources.features.FeatureSource`), and ``run_record``/``take_away``/``model_for`` when a run
    trained on the samples hands over a model that takes something else (as
    embeddings hand over backbone + head).
 3. Build Datasets with ``Dataset(class_names=..., labels=..., source=...)``;
@@ -153,6 +154,15 @@ class Source(abc.ABC):
     def input_shape(self, options: ImageOptions) -> tuple:
         """The model input shape for samples read with ``options``."""
         return self.item_shape(self.resolve(options))
+
+    def row_blocks(self, rows: int = 65536):
+        """Vector sources: their float32 rows in order, at most ``rows`` at a time.
+
+        What a digest of the data (:func:`longtail.dataset.fingerprint`)
+        reads, so a source whose rows live on disk is never read whole. Image
+        sources yield nothing (their paths or cache rows are their identity).
+        """
+        return iter(())
 
     def run_record(self) -> dict:
         """Entries a run trained on these samples adds to its ``config.json``."""

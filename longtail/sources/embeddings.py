@@ -71,62 +71,181 @@ def is_embeddings(file) -> bool:
 def read_embeddings(file, *, class_names=None) -> Indexed:
     """Reads a feature store (or a manifest saved from one) as the parts of a Dataset.
 
+    Labels and weights are read into memory; the feature rows are not: they
+    are converted once into a row file beside the store (see
+    :mod:`longtail.sources.rows`) and read a batch at a time.
+
     Args:
         file: The ``.parquet`` file.
         class_names: Explicit classes and their order (default: the store's).
     """
     import pyarrow.parquet as pq
 
-    from longtail.sources.table import read_table
+    from longtail._labels import encode_labels
+    from longtail.sources.rows import open_rows
+    from longtail.sources.table import METADATA_KEY, _weights
 
     file = os.fspath(file)
     identity = store_identity(file)
     if identity is None:
         raise DataError(f"{file}: not a longtail feature store")
-    columns = pq.read_schema(file).names
+    schema = pq.read_schema(file)
+    columns = schema.names
     features = [c for c in columns if _FEATURE.match(c)]
     if not features or "label" not in columns:
         raise DataError(f"{file}: a feature store needs f0000... feature columns and a "
                         "`label` column")
     names = class_names if class_names is not None else identity.get("class_names")
-    data = read_table(file, weight_column="weight" if "weight" in columns else None,
-                      feature_columns=features, class_names=names)
-    return Indexed(data.class_names, data.labels, data.weights,
-                   EmbeddingSource(data.features, data.feature_names, identity))
+    if names is None:  # a manifest names its classes in its own metadata
+        names = json.loads((schema.metadata or {}).get(METADATA_KEY) or b"{}").get(
+            "class_names")
+    weighted = "weight" in columns
+    try:
+        table = pq.read_table(file, columns=["label", "weight"] if weighted else ["label"])
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{file}: cannot read table: {str(e).splitlines()[0]}") from e
+    labels, names = encode_labels(table.column("label"), names, where=file)
+    weights = _weights(file, table.column("weight"), "weight") if weighted else None
+    rows = open_rows(file, features)
+    if len(rows) != len(labels):
+        raise DataError(f"{file}: {len(rows)} feature rows for {len(labels)} labels")
+    return Indexed(names, labels, weights, EmbeddingSource(rows, features, identity))
 
 
 class EmbeddingSource(FeatureSource):
-    """Backbone embeddings, one float32 row per sample, with the backbone that made them.
+    """Backbone embeddings, one row per sample, with the backbone that made them.
+
+    The rows stay where they are stored (a :class:`~longtail.sources.rows.RowFile`:
+    a feature store's row file, or an array in memory); a source holds them
+    and the indices of its own samples, so :meth:`take` copies indices, never
+    rows, and :meth:`read` reads only the rows of one batch.
 
     Args:
-        features: ``(samples, features)`` embeddings.
+        features: ``(samples, features)`` embeddings (checked finite, held as
+            float32), or a :class:`~longtail.sources.rows.RowFile`.
         feature_names: One name per column.
         identity: The store's description: ``backbone``, ``weights``,
             ``weights_file``, ``weights_sha256``, ``image_size``, ``source``...
+        index: The rows of ``features`` this source holds, in order (default all).
     """
 
     kind = "embeddings"
 
-    def __init__(self, features: np.ndarray, feature_names=None, identity: dict | None = None):
-        super().__init__(features, feature_names)
+    def __init__(self, features, feature_names=None, identity: dict | None = None, *,
+                 index: np.ndarray | None = None):
+        from longtail.sources.rows import RowFile
+
+        if not isinstance(features, RowFile):
+            checked = FeatureSource(features, feature_names)  # float32, finite
+            features, feature_names = RowFile(array=checked.features), checked.feature_names
+        self.row_file = features
+        if index is not None:
+            index = np.array(index, dtype=np.int64)
+            index.flags.writeable = False
+        self.row_index = index
+        width = features.shape[1]
+        self.feature_names = ([f"f{i}" for i in range(width)] if feature_names is None
+                              else list(feature_names))
+        if len(self.feature_names) != width:
+            raise ValueError(f"`feature_names` has {len(self.feature_names)} names for "
+                             f"{width} feature columns")
         self.identity = dict(identity or {})
 
+    @property
+    def manifest_rows(self) -> int:
+        """Rows :meth:`longtail.Dataset.save` writes at a time (bounded: 4M values).
+
+        Fewer, larger parts: Parquet writes each column of each part apart.
+        """
+        return 2 * self._block
+
+    @property
+    def _block(self) -> int:
+        from longtail.sources.rows import block_rows
+
+        return block_rows(self.row_file.shape[1])
+
+    @property
+    def features(self) -> np.ndarray:
+        """Every row as one float32 array: 4 bytes a value, read whole.
+
+        For code written before stores were read a batch at a time; use
+        :meth:`read` or :meth:`row_blocks` to keep memory bounded.
+        """
+        return np.concatenate(list(self.row_blocks()) or
+                              [np.zeros((0, self.row_file.shape[1]), np.float32)])
+
+    def __len__(self) -> int:
+        return len(self.row_file) if self.row_index is None else len(self.row_index)
+
+    def _file_rows(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.row_index is not None:
+            return self.row_index[indices]
+        return np.where(indices < 0, indices + len(self), indices)
+
     def take(self, indices: np.ndarray) -> "EmbeddingSource":
-        return EmbeddingSource(self.features[indices], self.feature_names, self.identity)
+        return EmbeddingSource(self.row_file, self.feature_names, self.identity,
+                               index=self._file_rows(indices))
+
+    def read(self, indices: np.ndarray, options=None, substitute=None) -> np.ndarray:
+        return self.row_file.gather(self._file_rows(indices)).astype(np.float32)
+
+    def item_shape(self, options) -> tuple:
+        return (self.row_file.shape[1],)
+
+    def _blocks(self, rows: int):
+        """The rows in order, in the stored dtype, at most ``rows`` at a time."""
+        for start in range(0, len(self), rows):
+            stop = min(start + rows, len(self))
+            if self.row_index is None:
+                yield self.row_file.block(start, stop)
+            else:
+                yield self.row_file.gather(self.row_index[start:stop])
+
+    def row_blocks(self, rows: int | None = None):
+        for block in self._blocks(rows or self._block):
+            yield block.astype(np.float32)
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, variance)`` of each column, accumulated a block at a time (float64)."""
+        width = self.row_file.shape[1]
+        n, mean, m2 = 0, np.zeros(width), np.zeros(width)
+        for block in self._blocks(self._block // 4):  # Chan et al.'s pairwise update
+            block = block.astype(np.float64)
+            k, block_mean = len(block), block.mean(axis=0)
+            delta = block_mean - mean
+            m2 += ((block - block_mean) ** 2).sum(axis=0) + delta ** 2 * n * k / (n + k)
+            mean += delta * k / (n + k)
+            n += k
+        return mean.astype(np.float32), (m2 / max(n, 1)).astype(np.float32)
 
     def to_columns(self, relative_to: str | None = None) -> tuple[list, list, dict]:
-        names, arrays, _ = super().to_columns(relative_to)
-        return names, arrays, {"kind": self.kind, "identity": self.identity}
+        by_column = np.empty((self.row_file.shape[1], len(self)), self.row_file.dtype)
+        start = 0
+        for block in self._blocks(self._block):
+            by_column[:, start:start + len(block)] = block.T
+            start += len(block)
+        arrays = [pa.array(column) for column in by_column]
+        return list(self.feature_names), arrays, {"kind": self.kind, "identity": self.identity}
 
     def same_samples(self, other: Source) -> bool:
-        return (type(other) is EmbeddingSource and other.identity == self.identity
-                and np.array_equal(self.features, other.features))
+        if not (type(other) is EmbeddingSource and other.identity == self.identity
+                and other.feature_names == self.feature_names and len(other) == len(self)):
+            return False
+        same_file = (other.row_file is self.row_file or (
+            self.row_file.path is not None and other.row_file.path == self.row_file.path))
+        if same_file and (self.row_index is None) == (other.row_index is None) and (
+                self.row_index is None or np.array_equal(self.row_index, other.row_index)):
+            return True
+        step = self._block // 2  # as stored: float16 compares exactly with float16 or float32
+        return all(np.array_equal(a, b) for a, b in zip(self._blocks(step), other._blocks(step)))
 
     def describe(self) -> str:
         backbone = self.identity.get("backbone", "backbone")
         size = self.identity.get("image_size")
         at = f" at {size[0]}x{size[1]}" if size else ""
-        return f"{backbone} embeddings{at} ({self.features.shape[1]} columns)"
+        return f"{backbone} embeddings{at} ({self.row_file.shape[1]} columns)"
 
     # ------------------------------------------------- the model of a run
     def run_record(self) -> dict:

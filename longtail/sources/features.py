@@ -54,6 +54,15 @@ class FeatureSource(Source):
     def item_shape(self, options: ImageOptions) -> tuple:
         return (self.features.shape[1],)
 
+    def row_blocks(self, rows: int = 65536):
+        """The float32 rows in order, at most ``rows`` at a time (views, no copy)."""
+        for start in range(0, len(self), rows):
+            yield self.features[start:start + rows]
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, variance)`` of each column over the rows (what an MLP standardises by)."""
+        return self.features.mean(axis=0), self.features.var(axis=0)
+
     def to_columns(self, relative_to: str | None = None) -> tuple[list, list, dict]:
         return (list(self.feature_names),
                 [pa.array(self.features[:, j]) for j in range(self.features.shape[1])],

@@ -65,10 +65,10 @@ def _build(config: TrainConfig, train_ds, strategy, steps_per_epoch: int):
     else:
         name = config.model or train_ds.source.default_model
         if not train_ds.source.is_image:
-            features = train_ds.features
-            model = build_model(name, (features.shape[1],), k, output_bias=bias,
-                                seed=config.seed, mean=features.mean(axis=0),
-                                variance=np.maximum(features.var(axis=0), 1e-12))
+            mean, variance = train_ds.source.moments()  # a block at a time
+            model = build_model(name, train_ds.source.item_shape(None), k, output_bias=bias,
+                                seed=config.seed, mean=mean,
+                                variance=np.maximum(variance, 1e-12))
         else:  # image files or a cache of decoded images
             model = build_model(name, (*config.image_size, channels_of(config.color_mode)), k,
                                 output_bias=bias,
