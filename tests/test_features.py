@@ -138,7 +138,17 @@ def test_shards_written_apart_join_into_the_unsharded_store(tiny_data, tmp_path)
         check_features(out)
     assert write_features(data, out, **_tiny_options(weights, shard=(1, 3))) == out
     assert not os.path.exists(out + ".shards")
-    assert pq.read_table(out).equals(pq.read_table(whole))
+    joined, reference = pq.read_table(out), pq.read_table(whole)
+    assert joined.schema.equals(reference.schema)  # the identity is compared below
+    for name in joined.column_names:  # rows in the same order, labels and weights exact
+        a = joined.column(name).to_numpy(zero_copy_only=False)
+        b = reference.column(name).to_numpy(zero_copy_only=False)
+        if name.startswith("f"):
+            # a shard's last batch is smaller, and XLA may compile a batch of another size
+            # with another summation order: equal to the last float32 bit or two
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        else:
+            assert np.array_equal(a, b), name
     assert read_identity(out) == read_identity(whole)
     assert check_features(out)["rows"] == [0, 14]
 
