@@ -181,13 +181,13 @@ def test_an_unwritable_folder_reads_the_rows_into_memory_with_a_warning(tmp_path
 
 
 def test_reading_a_store_stays_within_a_cap_that_reading_it_whole_does_not(tmp_path):
-    """384 MB of float32 rows (192 MB as float16) opened, read, split under a 128 MB cap.
+    """134 MB of float32 rows (67 MB as float16) opened, read, split under a 128 MB cap.
 
     The cap leaves room for what does not grow with the features: Arrow's
     buffers for one row group, the loader's threads, the labels.
     """
     rng = np.random.default_rng(0)
-    n, d = 393216, 256
+    n, d = 131072, 256  # more float32 rows than the cap; the whole read needs 4x that
     labels = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
     big = write_store(tmp_path / "big.parquet",
                       rng.normal(size=(n, d)).astype(np.float16), labels,
