@@ -44,6 +44,8 @@ BLOCK_VALUES = 1 << 21  # values converted, checked or read at a time (8 MB as f
 def block_rows(width: int) -> int:
     """Rows in one bounded block of a ``width``-column array."""
     return max(64, BLOCK_VALUES // max(width, 1))
+
+
 _WAIT = 600.0  # seconds to wait for another process converting the same store
 
 
